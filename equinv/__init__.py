@@ -1,0 +1,3 @@
+"""equinv: equivariant and invariant learning of object landmark representations."""
+
+__version__ = "0.1.0"

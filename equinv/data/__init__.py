@@ -1,0 +1,1 @@
+"""Data layer: dataset specs, readers for real formats, preprocessing, caching, synthetic data."""

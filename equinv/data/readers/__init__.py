@@ -1,0 +1,1 @@
+"""Readers for real annotation formats; importing this package registers every KIND."""

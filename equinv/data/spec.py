@@ -1,0 +1,161 @@
+"""Dataset specs ``KIND:PATH[?key=value&...]`` and the registry of readers behind them.
+
+Examples::
+
+    mtfl:../shared/data/mtfl                      # training.txt (default list)
+    mtfl:../shared/data/mtfl?list=testing.txt     # any MTFL-format list inside PATH
+    celeba:../shared/data/celeba?split=mafl_test
+    cub:../shared/data/cub/CUB_200_2011?split=all
+    folder:/photos/birds
+
+Every command that takes data accepts a spec; :func:`open_index` turns it into a validated
+:class:`~equinv.data.sample.LandmarkIndex`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from equinv.data.image_io import image_size
+from equinv.data.sample import LandmarkIndex, Record
+from equinv.errors import InputError, SkipLog
+
+#: ``reader(path, options, log) -> LandmarkIndex``; must pop every option it understands.
+Reader = Callable[[Path, dict, SkipLog], LandmarkIndex]
+
+
+@dataclass
+class ReaderInfo:
+    kind: str
+    fn: Reader
+    help: str
+    options: dict[str, str] = field(default_factory=dict)
+    path_must_exist: bool = True
+
+
+READERS: dict[str, ReaderInfo] = {}
+
+
+def register(
+    kind: str, help: str, options: dict[str, str] | None = None, path_must_exist: bool = True
+) -> Callable[[Reader], Reader]:
+    """Decorator: make ``fn`` the reader for ``KIND``. ``options`` documents ``?key=value`` options."""
+
+    def deco(fn: Reader) -> Reader:
+        READERS[kind] = ReaderInfo(kind, fn, help, dict(options or {}), path_must_exist)
+        return fn
+
+    return deco
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: str
+    path: Path
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        q = "&".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.kind}:{self.path}" + (f"?{q}" if q else "")
+
+
+def _load_readers() -> None:
+    # Imported for their @register side effect; kept here so `import equinv.data.spec` is enough.
+    import equinv.data.readers  # noqa: F401
+
+
+def parse_spec(text: str) -> DatasetSpec:
+    """Parse ``KIND:PATH[?k=v&...]``. Raises :class:`InputError` for an unknown KIND or a bad form."""
+    _load_readers()
+    kinds = ", ".join(sorted(READERS))
+    if ":" not in text:
+        raise InputError(f"dataset spec {text!r} is not KIND:PATH (kinds: {kinds})")
+    kind, rest = text.split(":", 1)
+    kind = kind.strip().lower()
+    if kind not in READERS:
+        raise InputError(f"unknown dataset kind {kind!r} in {text!r} (kinds: {kinds})")
+    path, _, query = rest.partition("?")
+    if not path:
+        raise InputError(f"dataset spec {text!r} has an empty PATH")
+    try:
+        opts = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError:
+        raise InputError(f"dataset spec {text!r}: options must look like ?key=value&key=value") from None
+    return DatasetSpec(kind, Path(path).expanduser(), opts)
+
+
+def read_index(spec: str | DatasetSpec, log: SkipLog | None = None, validate: bool = True) -> LandmarkIndex:
+    """Read a dataset spec into a :class:`LandmarkIndex`.
+
+    Args:
+        spec: ``KIND:PATH[?options]`` or a parsed :class:`DatasetSpec`.
+        log: where bad rows go; default raises on the first bad input.
+        validate: also open every image header to check the file exists, is an image, and that no
+            landmark lies far outside it (see :func:`validate_records`).
+    """
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    log = log if log is not None else SkipLog()
+    info = READERS[spec.kind]
+    if info.path_must_exist and not spec.path.exists():
+        raise InputError(f"dataset path does not exist (spec {spec})", spec.path)
+    options = dict(spec.options)
+    index = info.fn(spec.path, options, log)
+    if options:
+        known = ", ".join(f"{k} ({v})" for k, v in info.options.items()) or "none"
+        raise InputError(f"unknown option(s) {sorted(options)} for kind {spec.kind!r}; options: {known}")
+    if validate:
+        index.records = validate_records(index.records, log)
+    if not index.records:
+        raise InputError(f"no usable samples in {spec}", spec.path)
+    return index
+
+
+def validate_records(records: list[Record], log: SkipLog, far: float = 0.5) -> list[Record]:
+    """Keep records whose image header reads and whose visible points lie near the image.
+
+    A point is *far outside* when it is more than ``far`` × the image side beyond an edge: such rows
+    are almost always a wrong column order or a wrong scale, not a real annotation. Image sizes are
+    stored in ``record.meta["size"]`` as ``(W, H)``.
+    """
+    kept = []
+    for r in records:
+        try:
+            w, h = image_size(r.path)
+            r.meta["size"] = (w, h)
+            if r.visible.any():
+                p = r.landmarks[r.visible]
+                lo = np.array([-far * w, -far * h])
+                hi = np.array([(1 + far) * w, (1 + far) * h])
+                bad = ~((p >= lo) & (p <= hi)).all(axis=1)
+                if bad.any():
+                    i = int(np.flatnonzero(r.visible)[np.flatnonzero(bad)[0]])
+                    x, y = r.landmarks[i]
+                    file, _, line = r.where.rpartition(":")
+                    raise InputError(
+                        f"landmark {i} ({r.names[i]}) at ({x:.1f}, {y:.1f}) is far outside the "
+                        f"{w}x{h} image {r.path}",
+                        file or r.where,
+                        int(line) if line.isdigit() else None,
+                    )
+        except InputError as e:
+            log.bad(e)
+            continue
+        kept.append(r)
+    return kept
+
+
+def describe_kinds() -> str:
+    """Help text listing every KIND and its options."""
+    _load_readers()
+    lines = []
+    for k in sorted(READERS):
+        info = READERS[k]
+        lines.append(f"  {k:10s} {info.help}")
+        for opt, h in info.options.items():
+            lines.append(f"  {'':10s}   ?{opt}=  {h}")
+    return "\n".join(lines)
