@@ -93,8 +93,19 @@ class ImageCache:
         self.images[i] = image
         self.state[i] = FILLED
 
-    def mark_bad(self, i: int) -> None:
+    def mark_bad(self, i: int, reason: str = "") -> None:
+        """Mark entry ``i`` undecodable; ``reason`` is kept so later passes can report it again."""
+        with open(self.dir / "bad.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"i": int(i), "reason": reason}) + "\n")
         self.state[i] = BAD
+
+    def bad_reasons(self) -> dict[int, str]:
+        """Reasons recorded by :meth:`mark_bad`, by entry."""
+        path = self.dir / "bad.jsonl"
+        if not path.exists():
+            return {}
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {r["i"]: r["reason"] for r in rows}
 
     def flush(self) -> None:
         if self._images is not None:

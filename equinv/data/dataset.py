@@ -93,6 +93,11 @@ class LandmarkDataset(Dataset):
         if self.cache is None:
             return 0
         log = log if log is not None else SkipLog()
+        # Entries marked bad by an earlier pass are reported again: nothing is dropped silently.
+        reasons = self.cache.bad_reasons()
+        for j in np.flatnonzero(np.asarray(self.cache.state) == BAD):
+            why = reasons.get(int(j), "cannot decode image")
+            log.bad(InputError(f"{why} (found in an earlier pass)", self.index.records[j].path))
         todo = self.cache.missing()
         if len(todo):
 
@@ -107,7 +112,7 @@ class LandmarkDataset(Dataset):
                 with ThreadPoolExecutor(max(1, workers)) as pool:
                     for j, out in pool.map(work, todo):
                         if isinstance(out, InputError):
-                            self.cache.mark_bad(j)
+                            self.cache.mark_bad(j, out.message)
                             log.bad(out)
                         else:
                             self.cache.put(j, out)
@@ -115,10 +120,6 @@ class LandmarkDataset(Dataset):
             finally:
                 bar.close()
                 self.cache.flush()
-        else:
-            # Entries marked bad by an earlier run must still be reported: nothing is dropped silently.
-            for j in np.flatnonzero(np.asarray(self.cache.state) == BAD):
-                log.bad(InputError("cannot decode image (found bad in an earlier pass)", self.index.records[j].path))
         self.valid = np.flatnonzero(np.asarray(self.cache.state) != BAD)
         return len(todo)
 
