@@ -33,9 +33,9 @@ DEFAULT_CONTEXT = {"cub": 1.0, "folder": 1.0, "coco": 1.0}
 
 # Default margins for generic crops, chosen so that a face box / 5-landmark box crop frames MTFL
 # faces like the CelebA protocol crop frames CelebA (median inter-ocular distance / canvas side
-# ≈ 0.21); measured by `python -m equinv.data.framing` (see docs/data.md).
-BOX_SCALE = 2.2
-LANDMARK_SCALE = 3.4
+# = 0.219); measured by `python -m equinv.data.framing` (see docs/data.md).
+BOX_SCALE = 2.17
+LANDMARK_SCALE = 3.88
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ def dot_centroid(img: np.ndarray, channel: int, near: np.ndarray, r: int = 5) ->
     return np.array([(patch * xx).sum() / m, (patch * yy).sum() / m])
 
 
-def write_index(tmp: Path, pts_list: list[np.ndarray], size=(80, 60), crop="whole", box=None) -> LandmarkIndex:
+def write_index(
+    tmp: Path, pts_list: list[np.ndarray], size=(80, 60), crop="whole", box=None
+) -> LandmarkIndex:
     """Write one PNG per point set and return an index of records over them."""
     recs = []
     for i, pts in enumerate(pts_list):

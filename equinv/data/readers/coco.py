@@ -1,0 +1,235 @@
+"""COCO-style keypoint JSON (``coco``): ``images``, ``annotations`` (``keypoints`` as x, y, v triples),
+``categories`` (with ``keypoints`` names). One record per annotation with at least one labelled point.
+
+Keypoints with ``v > 0`` are visible; coordinates are used as given (COCO keypoints are 0-based
+pixel positions). ``bbox`` ``[x, y, w, h]`` becomes the record's box and the crop rule is ``box``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from equinv.data.readers import pop_path, read_text
+from equinv.data.sample import LandmarkIndex, make_record
+from equinv.data.spec import register
+from equinv.errors import InputError, SkipLog
+
+_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
+_PREFIX = (("near", "off"), ("off", "near"))
+
+
+def _tokens(name: str) -> list[str]:
+    """Lower-case tokens of a keypoint name, splitting camelCase and letter/digit boundaries.
+
+    ``forelegL1`` → ``foreleg l 1``; ``L_F_Elbow`` → ``l f elbow``; ``left front paw`` as is.
+    """
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    s = re.sub(r"([A-Za-z])(\d)", r"\1 \2", s)
+    s = re.sub(r"(\d)([A-Za-z])", r"\1 \2", s)
+    return [t for t in re.split(r"[^a-z0-9]+", s.lower()) if t]
+
+
+def keypoint_flip_permutation(names: Sequence[str]) -> tuple[int, ...]:
+    """Mirror permutation for animal/pose keypoint names.
+
+    Extends :func:`equinv.data.sample.flip_permutation` to the spellings of common keypoint sets:
+    ``left_eye``/``L_Eye``/``eyeL``/``forelegL1``/``left front paw`` (left/right or L/R tokens, also
+    glued to the end of a word) and horse ``Near…``/``Off…`` (near = the animal's left side). A name
+    is only swapped with a counterpart that exists; anything not forming a mutual pair stays put.
+    """
+    toks = [_tokens(n) for n in names]
+    keys = {" ".join(t): i for i, t in enumerate(toks)}
+    compact = {"".join(t): i for i, t in enumerate(toks)}
+    perm = list(range(len(names)))
+    for i, t in enumerate(toks):
+        j = keys.get(" ".join(_SIDE.get(x, x) for x in t))
+        if j is None or j == i:
+            c = "".join(t)
+            for a, b in _PREFIX:
+                if c.startswith(a) and len(c) > len(a):
+                    j = compact.get(b + c[len(a) :])
+                    break
+        if j is not None:
+            perm[i] = j
+    for i, j in enumerate(perm):  # keep only mutual pairs
+        if perm[j] != i:
+            perm[i] = i
+    return tuple(perm)
+
+
+def _eyes(names: Sequence[str]) -> tuple[int, int] | None:
+    found = {}
+    for i, n in enumerate(names):
+        t = set(_tokens(n))
+        if "eye" in t:
+            side = "left" if t & {"left", "l"} else ("right" if t & {"right", "r"} else None)
+            if side and side not in found:
+                found[side] = i
+    return (found["left"], found["right"]) if len(found) == 2 else None
+
+
+def _json_file(path: Path, options: dict) -> Path:
+    choice = options.pop("json", None)
+    if path.is_file():
+        if choice is not None:
+            raise InputError(
+                f"option json={choice!r} needs PATH to be a folder, but it is the file itself", path
+            )
+        return path
+    if choice is not None:
+        f = Path(choice).expanduser()
+        f = f if f.is_absolute() else path / f
+        if not f.is_file():
+            raise InputError("COCO keypoints JSON (?json=) not found", f)
+        return f
+    found = sorted(path.glob("*.json"))
+    if not found:
+        raise InputError("no *.json file in the folder (expected one COCO keypoints JSON)", path)
+    if len(found) > 1:
+        raise InputError(
+            f"{len(found)} JSON files in the folder ({', '.join(f.name for f in found)}); "
+            "pick one with ?json=",
+            path,
+        )
+    return found[0]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@register(
+    "coco",
+    "COCO-style keypoints JSON (PATH = the .json, or a folder holding exactly one)",
+    {
+        "json": "which .json in the PATH folder",
+        "images": "image folder (default: the JSON's folder; relative paths are relative to it)",
+        "category": "category name (or id) to read; required when categories differ in keypoints",
+    },
+)
+def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    jf = _json_file(path, options)
+    img_dir = pop_path(options, "images", jf.parent) or jf.parent
+    want = options.pop("category", None)
+    text = read_text(jf, "COCO keypoints JSON")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", jf, e.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object with images, annotations and categories", jf)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f"missing or non-list {key!r} (not a COCO keypoints file?)", jf)
+
+    cats = {}
+    for c in data["categories"]:
+        if not isinstance(c, dict) or "id" not in c:
+            raise InputError(f"category without an id: {str(c)[:60]}", jf)
+        kps = c.get("keypoints")
+        if kps:
+            if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
+                raise InputError(
+                    f"category {c.get('name', c['id'])!r}: keypoints must be a list of names", jf
+                )
+            cats[c["id"]] = (str(c.get("name", c["id"])), tuple(kps))
+    if not cats:
+        raise InputError("no category has keypoint names (categories[].keypoints)", jf)
+    if want is not None:
+        sel = {cid: v for cid, v in cats.items() if v[0] == want or str(cid) == want}
+        if not sel:
+            avail = ", ".join(sorted({v[0] for v in cats.values()}))
+            raise InputError(f"no keypoint category {want!r} (option category=); categories: {avail}", jf)
+        cats = sel
+    lists = {v[1] for v in cats.values()}
+    if len(lists) > 1:
+        avail = ", ".join(sorted({v[0] for v in cats.values()}))
+        raise InputError(
+            f"categories have different keypoint lists; choose one with ?category=NAME ({avail})", jf
+        )
+    (names,) = lists
+
+    images = {}
+    for im in data["images"]:
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            log.bad(InputError(f"image entry without id or file_name: {str(im)[:60]}", jf))
+            continue
+        if im["id"] in images:
+            log.bad(InputError(f"duplicate image id {im['id']}", jf))
+            continue
+        images[im["id"]] = im
+
+    k = len(names)
+    records = []
+    seen = set()
+    for n, ann in enumerate(data["annotations"]):
+        aid = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
+        try:
+            if not isinstance(ann, dict):
+                raise InputError(f"annotation {aid} is not an object", jf)
+            if ann.get("category_id") not in cats:
+                continue  # another (or a keypoint-less) category
+            if aid in seen:
+                raise InputError(f"duplicate annotation id {aid}", jf)
+            seen.add(aid)
+            kp = ann.get("keypoints")
+            if kp is None:
+                continue
+            if not isinstance(kp, list) or len(kp) != 3 * k:
+                got = len(kp) if isinstance(kp, list) else type(kp).__name__
+                raise InputError(
+                    f"annotation id {aid}: keypoints must be {3 * k} numbers "
+                    f"(x, y, v for {k} points), got {got}",
+                    jf,
+                )
+            bad = [j for j, v in enumerate(kp) if not _finite(v)]
+            if bad:
+                raise InputError(
+                    f"annotation id {aid}: keypoint value {kp[bad[0]]!r} "
+                    f"(position {bad[0] + 1}) is not a finite number",
+                    jf,
+                )
+            arr = np.asarray(kp, dtype=np.float64).reshape(k, 3)
+            vis = arr[:, 2] > 0
+            nk = ann.get("num_keypoints", 0)
+            if not vis.any() and not (_finite(nk) and nk > 0):
+                continue
+            if ann.get("image_id") not in images:
+                raise InputError(f"annotation id {aid}: unknown image id {ann.get('image_id')!r}", jf)
+            box = None
+            bb = ann.get("bbox")
+            if bb is not None:
+                if not (isinstance(bb, list) and len(bb) == 4 and all(_finite(v) for v in bb)):
+                    raise InputError(
+                        f"annotation id {aid}: bbox must be 4 numbers [x, y, w, h], got {bb!r}", jf
+                    )
+                x, y, w, h = (float(v) for v in bb)
+                if w > 0 and h > 0:
+                    box = (x, y, x + w, y + h)
+            im = images[ann["image_id"]]
+            meta = {"annotation_id": aid, "image_id": im["id"], "category": cats[ann["category_id"]][0]}
+            rec = make_record(
+                img_dir / im["file_name"],
+                arr[:, :2],
+                names,
+                jf,
+                0,
+                visible=vis,
+                box=box,
+                crop="box",
+                meta=meta,
+            )
+            rec.where = f"{jf} (annotation id {aid})"
+        except InputError as e:
+            log.bad(e)
+            continue
+        records.append(rec)
+    return LandmarkIndex(
+        "coco", path, names, records, flip_perm=keypoint_flip_permutation(names), eyes=_eyes(names)
+    )
