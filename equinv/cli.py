@@ -77,6 +77,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from equinv.train.pretrain import PretrainConfig, pretrain
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg = PretrainConfig.load(run / "config.json")
+        cfg.out = str(run)
+        for name in ("epochs", "workers", "device", "ckpt_every", "log_every"):
+            v = getattr(args, name)
+            if v is not None:
+                setattr(cfg, name, v)
+        pretrain(cfg, resume=True, progress=not args.quiet)
+        return 0
+    if not args.data:
+        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
+    values = {
+        f: getattr(args, f)
+        for f in (
+            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
+            "max_images", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
+            "ckpt_every", "save_every", "log_every", "skip_bad",
+        )
+        if getattr(args, f) is not None
+    }
+    cfg = PretrainConfig(data=list(args.data), out=args.out, flip=args.flip, **values)
+    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
+        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
+    pretrain(cfg, progress=not args.quiet)
+    return 0
+
+
+def add_pretrain_parser(sub) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="MoCo contrastive pretraining on unlabeled images (resumable; torchrun for several processes)",
+        description="Invariant learning: MoCo v1 as the reference code (protocol.md §1): momentum 0.999, "
+        "queue 4096, T 0.07, SGD lr 0.03 x batch/256, momentum 0.9, wd 1e-4, cosine per epoch, shuffle-BN. "
+        "Several processes: torchrun --nproc_per_node N -m equinv pretrain ... (gloo on CPU, nccl on GPU).",
+        epilog="Example: equinv pretrain --data celeba:../shared/data/celeba?split=not_mafl --arch resnet18 "
+        "--epochs 1 --batch-size 64 --out runs/celeba_r18",
+    )
+    p.add_argument("--data", action="append", metavar="KIND:PATH", help=SPEC_HELP + " (repeatable)")
+    p.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"], default=None,
+                   help="backbone (default resnet18)")
+    p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
+    p.add_argument("--dim", type=int, default=None, help="embedding dimension (default 128)")
+    p.add_argument("--queue", type=int, default=None, help="MoCo queue size K (default 4096)")
+    p.add_argument("--momentum", type=float, default=None, help="key encoder momentum (default 0.999)")
+    p.add_argument("--temperature", type=float, default=None, help="InfoNCE temperature (default 0.07)")
+    p.add_argument("--batch-size", type=int, default=None, help="total batch over all processes (default 256)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.03 x batch/256)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 800; the cosine horizon)")
+    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,
+                   help="augmentation recipe (default auto: bird for cub/folder data, else face)")
+    p.add_argument("--tps", choices=["paper", "eval", "dve"], default=None, help="add a TPS warp (off by default)")
+    p.add_argument("--flip", action="store_true", help="add horizontal flips (off in the reference)")
+    p.add_argument("--grayscale", type=float, default=None, help="grayscale probability (default 0)")
+    p.add_argument("--size", type=int, default=None, help="final view size (default 96)")
+    p.add_argument("--bn-groups", type=int, default=None,
+                   help="shuffle-BN groups of the key batch over all processes (default 4, as 4 GPUs)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default 200)")
+    p.add_argument("--save-every", type=int, default=None, help="epochs between kept checkpoints (default 50)")
+    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--skip-bad", action="store_true", default=None, help="skip bad inputs instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="equinv",
@@ -118,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_data_check)
     k = dsub.add_parser("kinds", help="list dataset kinds and their options")
     k.set_defaults(fn=cmd_data_kinds)
+    add_pretrain_parser(sub)
     return p
 
 

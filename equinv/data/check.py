@@ -33,7 +33,7 @@ class CheckReport:
             f"dataset        {self.spec}",
             f"images         {self.images}",
             f"annotated      {self.annotated}",
-            f"landmarks      {self.landmarks}" + (f" ({', '.join(self.names)})" if self.names else ""),
+            f"landmarks      {self.landmarks}" + (f" ({_names(self.names)})" if self.names else ""),
             f"visible points {self.visible_points}",
             f"image sizes    {describe_sizes(self.sizes)}",
             f"skipped        {len(self.skipped)}",
@@ -44,6 +44,12 @@ class CheckReport:
         if self.sheet is not None:
             out.append(f"contact sheet  {self.sheet}")
         return out
+
+
+def _names(names: tuple[str, ...], most: int = 20) -> str:
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[:8]) + f", ... , {names[-1]}"
 
 
 def describe_sizes(sizes: Counter) -> str:

@@ -184,7 +184,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     noise = rng.normal(0, 1, size=(k, k, 3)).astype(np.float32)
     amp = rng.uniform(5, 25)
     up = np.stack(
-        [np.asarray(Image.fromarray(noise[:, :, c], mode="F").resize((big, big), Image.BILINEAR)) for c in range(3)],
+        [
+            np.asarray(Image.fromarray(noise[:, :, c], mode="F").resize((big, big), Image.BILINEAR))
+            for c in range(3)
+        ],
         axis=2,
     )
     small = _u8(base + ramp[:, :, None] * g + amp * up)
@@ -431,7 +434,9 @@ def generate_synthetic(
             name = f"{i:05d}.png"
             Image.fromarray(face.image).save(tmp / name, compress_level=1)
             Image.fromarray(face.mask, mode="L").save(tmp / f"{i:05d}_mask.png", compress_level=1)
-            rows.append([name] + [f"{v:.4f}" for v in face.landmarks.reshape(-1)] + [f"{v:.3f}" for v in face.box])
+            rows.append(
+                [name] + [f"{v:.4f}" for v in face.landmarks.reshape(-1)] + [f"{v:.3f}" for v in face.box]
+            )
         with open(tmp / "landmarks.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             header = ["file"]
@@ -518,7 +523,9 @@ def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     try:
         n = int(str(path))
     except ValueError:
-        raise InputError(f"synthetic: PATH must be the number of images (e.g. synthetic:512), got {str(path)!r}") from None
+        raise InputError(
+            f"synthetic: PATH must be the number of images (e.g. synthetic:512), got {str(path)!r}"
+        ) from None
     seed = _int_option(options, "seed", 0)
     size = _int_option(options, "size", 128)
     clutter = _int_option(options, "clutter", 1)

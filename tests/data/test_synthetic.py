@@ -48,7 +48,13 @@ def test_index_fields(tmp_path):
     assert idx.kind == "synthetic" and len(idx) == 4
     assert idx.names[:5] == MTFL5 and len(idx.names) == 10 and idx.eyes == (0, 1)
     perm = idx.flip_perm
-    assert [idx.names[perm[i]] for i in range(5)] == ["right_eye", "left_eye", "nose", "right_mouth", "left_mouth"]
+    assert [idx.names[perm[i]] for i in range(5)] == [
+        "right_eye",
+        "left_eye",
+        "nose",
+        "right_mouth",
+        "left_mouth",
+    ]
     assert idx.names[perm[idx.names.index("left_ear")]] == "right_ear"
     assert perm[idx.names.index("chin")] == idx.names.index("chin")
     for r in idx.records:
@@ -166,8 +172,14 @@ def test_spec_through_read_index():
 
 @pytest.mark.parametrize(
     "spec",
-    ["synthetic:abc", "synthetic:0", "synthetic:4?size=8", "synthetic:4?clutter=2", "synthetic:4?seed=x",
-     "synthetic:4?colour=1"],
+    [
+        "synthetic:abc",
+        "synthetic:0",
+        "synthetic:4?size=8",
+        "synthetic:4?clutter=2",
+        "synthetic:4?seed=x",
+        "synthetic:4?colour=1",
+    ],
 )
 def test_bad_specs_are_input_errors(spec):
     with pytest.raises(InputError):

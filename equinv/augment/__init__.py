@@ -1,0 +1,20 @@
+"""Augmentations that move landmarks exactly as they move pixels.
+
+- :mod:`equinv.augment.geometric`: random resized crop, flips, crops/slices, resize, affine.
+- :mod:`equinv.augment.tps`: thin-plate-spline warps (reference ``Warper`` presets), dense maps, pairs.
+- :mod:`equinv.augment.photometric`: colour jitter, PCA lighting, JPEG noise, grayscale, normalise.
+- :mod:`equinv.augment.recipes`: the view chains (``face_moco``, ``bird_moco``) and :func:`two_views`.
+
+Images ``(B, C, H, W)`` float in [0, 1]; landmarks ``(B, K, 2)`` pixel x, y (0-based, pixel centres at
+integers); visible ``(B, K)`` bool. Random parameters come from an explicit CPU ``torch.Generator``.
+"""
+
+from equinv.augment.geometric import inside
+from equinv.augment.recipes import View, ViewConfig, bird_moco, face_moco, make_view, two_views
+from equinv.augment.tps import PRESETS as TPS_PRESETS
+from equinv.augment.tps import dve_pair, matching_pair, random_tps
+
+__all__ = [
+    "TPS_PRESETS", "View", "ViewConfig", "bird_moco", "dve_pair", "face_moco", "inside", "make_view",
+    "matching_pair", "random_tps", "two_views",
+]

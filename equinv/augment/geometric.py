@@ -1,0 +1,250 @@
+"""Affine-family geometric augmentations that move landmarks exactly as they move pixels.
+
+Conventions (as everywhere in equinv):
+images ``(B, C, H, W)`` float (any device/dtype, any C); landmarks ``(B, K, 2)`` float **pixel** x, y,
+0-based, centre of pixel ``(i, j)`` at ``(x=j, y=i)``; visible ``(B, K)`` bool; ``K`` may be 0.
+
+Every op is a pair ``sample_*`` (random parameters from an explicit CPU ``torch.Generator``, vectorised
+over the batch) + ``apply_*`` (deterministic, on the images' device). Each returns
+``(images, landmarks, visible)``. Points that leave the image keep their coordinates; use :func:`inside`.
+
+Internally all affine ops are one primitive, :func:`warp_affine`: a per-sample ``(B, 2, 3)`` matrix ``M``
+maps an **output** pixel coordinate to the **source** pixel coordinate it samples (bilinear, zero
+padding, ``align_corners=False`` with ``n = (2p + 1)/W - 1``); landmarks move by ``M⁻¹``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- coordinate helpers
+def pix_to_norm(p: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
+    """Pixel coordinate → grid_sample coordinate in [-1, 1] along an axis of ``size`` pixels."""
+    return 2.0 * p / (size - 1) - 1.0 if align_corners else (2.0 * p + 1.0) / size - 1.0
+
+
+def norm_to_pix(n: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
+    """Inverse of :func:`pix_to_norm`."""
+    return (n + 1.0) * (size - 1) / 2.0 if align_corners else ((n + 1.0) * size - 1.0) / 2.0
+
+
+def inside(landmarks: torch.Tensor, height: int, width: int, margin: float = 0.5) -> torch.Tensor:
+    """``(B, K)`` bool: which points lie in the image (``-margin ≤ x ≤ W - 1 + margin``, same for y).
+
+    The default margin 0.5 is the pixel edge; use ``margin=0`` to demand a pixel centre's span.
+    """
+    x, y = landmarks[..., 0], landmarks[..., 1]
+    return (x >= -margin) & (x <= width - 1 + margin) & (y >= -margin) & (y <= height - 1 + margin)
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(H, W, 2)`` pixel-centre coordinates (x, y) of every pixel."""
+    ys = torch.arange(height, device=device, dtype=dtype)
+    xs = torch.arange(width, device=device, dtype=dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((xx, yy), -1)
+
+
+def _to3x3(m: torch.Tensor) -> torch.Tensor:
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=m.device).expand(m.shape[0], 1, 3)
+    return torch.cat((m, bottom), 1)
+
+
+def apply_affine_points(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply ``(B, 2, 3)`` matrices to ``(B, K, 2)`` points."""
+    return points @ m[:, :, :2].transpose(1, 2) + m[:, None, :, 2]
+
+
+# ----------------------------------------------------------------------------- generic affine warp
+def warp_affine(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
+                m_out_to_src: torch.Tensor, out_size: tuple[int, int] | None = None,
+                padding_mode: str = "zeros") -> Tensors:
+    """Resample ``images`` with ``(B, 2, 3)`` pixel-space matrices mapping output → source pixels.
+
+    Args:
+        images: ``(B, C, H, W)``; landmarks ``(B, K, 2)`` pixels; visible ``(B, K)``.
+        m_out_to_src: ``(B, 2, 3)`` (any device; moved to the images' device, computed in float64).
+        out_size: ``(H', W')`` of the output; default the input size.
+    Returns ``(images (B, C, H', W'), landmarks moved by M⁻¹, visible)``.
+    """
+    b, _, h, w = images.shape
+    ho, wo = out_size if out_size is not None else (h, w)
+    dev, dt = images.device, images.dtype
+    m = m_out_to_src.to(device=dev, dtype=torch.float64)
+    grid = pixel_grid(ho, wo, dev, torch.float64).reshape(1, -1, 2).expand(b, -1, -1)
+    src = apply_affine_points(m, grid)
+    norm = torch.stack((pix_to_norm(src[..., 0], w), pix_to_norm(src[..., 1], h)), -1)
+    out = F.grid_sample(images, norm.reshape(b, ho, wo, 2).to(dt), mode="bilinear",
+                        padding_mode=padding_mode, align_corners=False)
+    inv = torch.linalg.inv(_to3x3(m))[:, :2]
+    lm = apply_affine_points(inv, landmarks.to(dev, torch.float64)).to(landmarks.dtype)
+    return out, lm, visible
+
+
+# ----------------------------------------------------------------------------- random resized crop
+def sample_rrc(batch: int, height: int, width: int, generator: torch.Generator | None = None,
+               scale: tuple[float, float] = (0.2, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
+    """torchvision ``RandomResizedCrop.get_params`` for a batch: ``(B, 4)`` int64 boxes ``(top, left, h, w)``.
+
+    Ten attempts per sample (area ~ U(scale)·HW, log-aspect ~ U(log ratio)); the first that fits is kept;
+    samples where none fits fall back to the largest centred crop with the aspect clamped to ``ratio``.
+    """
+    area = height * width
+    g = generator
+    target = area * torch.empty(batch, attempts).uniform_(scale[0], scale[1], generator=g)
+    logr = torch.empty(batch, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    aspect = torch.exp(logr)
+    cw = torch.round(torch.sqrt(target * aspect)).long()
+    ch = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (cw > 0) & (cw <= width) & (ch > 0) & (ch <= height)
+    first = torch.argmax(ok.int(), 1)  # index of the first valid attempt (0 when none)
+    any_ok = ok.any(1)
+    cw = cw.gather(1, first[:, None])[:, 0]
+    ch = ch.gather(1, first[:, None])[:, 0]
+    # fallback: central crop (torchvision semantics)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    cw = torch.where(any_ok, cw, torch.full_like(cw, fw))
+    ch = torch.where(any_ok, ch, torch.full_like(ch, fh))
+    u = torch.rand(batch, 2, generator=g)
+    top = torch.floor(u[:, 0] * (height - ch + 1).double()).long()
+    left = torch.floor(u[:, 1] * (width - cw + 1).double()).long()
+    top = torch.where(any_ok, top, (height - ch) // 2)
+    left = torch.where(any_ok, left, (width - cw) // 2)
+    return torch.stack((top, left, ch, cw), 1)
+
+
+def crop_resize_matrix(boxes: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+    """``(B, 2, 3)`` output→source matrix resizing box ``(top, left, h, w)`` (pixel edges) to ``out_size``."""
+    ho, wo = out_size
+    top, left, h, w = boxes.double().unbind(1)
+    sx, sy = w / wo, h / ho
+    m = torch.zeros(boxes.shape[0], 2, 3, dtype=torch.float64)
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
+    m[:, 0, 2] = left + 0.5 * sx - 0.5
+    m[:, 1, 2] = top + 0.5 * sy - 0.5
+    return m
+
+
+def apply_rrc(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
+              boxes: torch.Tensor, size: int | tuple[int, int]) -> Tensors:
+    """Crop each box, resize it to ``size`` (bilinear, no antialias: fine while crops are ≤ ``size``)."""
+    out = (size, size) if isinstance(size, int) else tuple(size)
+    return warp_affine(images, landmarks, visible, crop_resize_matrix(boxes, out), out)
+
+
+def random_resized_crop(images, landmarks, visible, size, generator=None,
+                        scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)) -> Tensors:
+    """:func:`sample_rrc` then :func:`apply_rrc`."""
+    b, _, h, w = images.shape
+    return apply_rrc(images, landmarks, visible, sample_rrc(b, h, w, generator, scale, ratio), size)
+
+
+# ----------------------------------------------------------------------------- flips
+def sample_hflip(batch: int, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(B,)`` bool: which samples are flipped."""
+    return torch.rand(batch, generator=generator) < p
+
+
+def apply_hflip(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
+                flags: torch.Tensor, flip_perm: Sequence[int] | None = None) -> Tensors:
+    """Mirror the flagged samples: ``x' = W - 1 - x``; then relabel with ``flip_perm``.
+
+    ``flip_perm[i]`` is the index of the point that becomes point ``i`` after the flip (e.g. left eye ↔
+    right eye). Without ``flip_perm`` the indices are kept (only sensible for symmetric point sets).
+    """
+    w = images.shape[-1]
+    f = flags.to(images.device)
+    out = torch.where(f[:, None, None, None], images.flip(-1), images)
+    lm = landmarks.clone()
+    fl = f[:, None].to(lm.device)
+    lm[..., 0] = torch.where(fl, (w - 1) - landmarks[..., 0], landmarks[..., 0])
+    vis = visible
+    if flip_perm is not None and landmarks.shape[1] > 0:
+        perm = torch.as_tensor(list(flip_perm), dtype=torch.long, device=lm.device)
+        if perm.numel() != landmarks.shape[1]:
+            raise ValueError(f"flip_perm has {perm.numel()} entries for {landmarks.shape[1]} landmarks")
+        lm = torch.where(fl[..., None], lm[:, perm], lm)
+        vis = torch.where(fl, visible[:, perm], visible)
+    return out, lm, vis
+
+
+def random_hflip(images, landmarks, visible, p=0.5, flip_perm=None, generator=None) -> Tensors:
+    """:func:`sample_hflip` then :func:`apply_hflip`."""
+    return apply_hflip(images, landmarks, visible, sample_hflip(images.shape[0], p, generator), flip_perm)
+
+
+# ----------------------------------------------------------------------------- crops and resize
+def slice_margin(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
+                 margin: int | tuple[int, int, int, int]) -> Tensors:
+    """Drop ``margin`` px per side (int, or ``(top, bottom, left, right)``): the reference's 20-px slice."""
+    t, bo, le, r = (margin,) * 4 if isinstance(margin, int) else margin
+    h, w = images.shape[-2:]
+    out = images[..., t:h - bo, le:w - r]
+    shift = torch.tensor([le, t], dtype=landmarks.dtype, device=landmarks.device)
+    return out, landmarks - shift, visible
+
+
+def center_crop(images, landmarks, visible, size: int | tuple[int, int]) -> Tensors:
+    """Centre crop to ``size`` (integer slicing; the extra pixel of an odd margin goes to bottom/right)."""
+    ho, wo = (size, size) if isinstance(size, int) else size
+    h, w = images.shape[-2:]
+    t, le = (h - ho) // 2, (w - wo) // 2
+    return slice_margin(images, landmarks, visible, (t, h - ho - t, le, w - wo - le))
+
+
+def resize(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
+           size: int | tuple[int, int], antialias: bool = True) -> Tensors:
+    """Bilinear resize (antialiased when shrinking); landmarks ``x' = (x + 0.5)·W'/W - 0.5``."""
+    ho, wo = (size, size) if isinstance(size, int) else size
+    h, w = images.shape[-2:]
+    if (ho, wo) == (h, w):
+        return images, landmarks, visible
+    out = F.interpolate(images, size=(ho, wo), mode="bilinear", align_corners=False, antialias=antialias)
+    s = torch.tensor([wo / w, ho / h], dtype=landmarks.dtype, device=landmarks.device)
+    return out, (landmarks + 0.5) * s - 0.5, visible
+
+
+# ----------------------------------------------------------------------------- random affine
+def sample_affine(batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                  degrees: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
+                  translate: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """``(B, 2, 3)`` output→source matrices of a rotation/scale about the image centre plus a shift.
+
+    Angle ~ U(-degrees, degrees) (positive = counter-clockwise on screen), scale ~ U(scale),
+    shift ~ U(±translate·(W, H)) pixels.
+    """
+    u = torch.rand(batch, 4, generator=generator, dtype=torch.float64)
+    ang = (2 * u[:, 0] - 1) * math.radians(degrees)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    tx = (2 * u[:, 2] - 1) * translate[0] * width
+    ty = (2 * u[:, 3] - 1) * translate[1] * height
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
+    # forward (source → output): out = R_s (src - c) + c + t, with y pointing down
+    fwd = torch.zeros(batch, 2, 3, dtype=torch.float64)
+    fwd[:, 0, 0], fwd[:, 0, 1], fwd[:, 1, 0], fwd[:, 1, 1] = cos, sin, -sin, cos
+    fwd[:, 0, 2] = cx + tx - (cos * cx + sin * cy)
+    fwd[:, 1, 2] = cy + ty - (-sin * cx + cos * cy)
+    return torch.linalg.inv(_to3x3(fwd))[:, :2]
+
+
+def random_affine(images, landmarks, visible, generator=None, degrees=0.0, scale=(1.0, 1.0),
+                  translate=(0.0, 0.0)) -> Tensors:
+    """:func:`sample_affine` then :func:`warp_affine` (same output size)."""
+    b, _, h, w = images.shape
+    m = sample_affine(b, h, w, generator, degrees, scale, translate)
+    return warp_affine(images, landmarks, visible, m)
