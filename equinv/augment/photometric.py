@@ -7,6 +7,7 @@ deterministic. None of these ops touches landmarks.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -68,19 +69,21 @@ def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
 
     brightness: ``f·x``; contrast: blend with the mean luma of the image; saturation: blend with the
     luma image; clamp to [0, 1] after each. (Hue jitter is 0 in the reference and not implemented.)
+    All three are ``clamp(f·x + (1 − f)·other)`` with ``other`` = 0, the mean luma or the luma, so each
+    of the three steps is one blend whose ``other`` is selected per sample (no op is computed and thrown away).
     """
-    dev = images.device
-    factors = (params.brightness, params.contrast, params.saturation)
-    fb, fc, fs = (_col(t.to(dev, images.dtype)) for t in factors)
+    dev, dt = images.device, images.dtype
+    factors = torch.stack((params.brightness, params.contrast, params.saturation), 1).to(dev, dt)  # (B, 3)
     order = params.order.to(dev)
     x = images
     for step in range(3):
-        op = order[:, step].reshape(-1, 1, 1, 1)
+        op = order[:, step]
+        f = _col(factors.gather(1, op[:, None])[:, 0])
         gray = grayscale(x)
-        bright = _blend(x, torch.zeros_like(x), fb)
-        contr = _blend(x, gray.mean((2, 3), keepdim=True), fc)
-        satur = _blend(x, gray, fs)
-        x = torch.where(op == 0, bright, torch.where(op == 1, contr, satur))
+        w_mean = _col((op == 1).to(dt))
+        w_gray = _col((op == 2).to(dt))
+        other = w_mean * gray.mean((2, 3), keepdim=True) + w_gray * gray
+        x = torch.addcmul(other * (1 - f), x, f).clamp_(0, 1)
     return x
 
 
@@ -131,36 +134,83 @@ def sample_jpeg(batch: int, width: int, generator: torch.Generator | None = None
     return JpegParams(r, q)
 
 
-def apply_jpeg(images: torch.Tensor, params: JpegParams) -> torch.Tensor:
-    """Resize each image to its own ``r × r``, JPEG-code it at its own quality, resize back to ``H × W``.
-
-    Batched with no per-sample loop: every image is resampled (bilinear, one ``grid_sample`` with a
-    per-sample scale) into the top-left ``r × r`` of a common ``R × R`` canvas (``R`` = the batch's largest
-    ``r`` rounded up to 16), the rest of the canvas replicating the image border (as JPEG's own edge padding
-    does); the canvas goes through kornia's ``jpeg_codec_differentiable`` with per-sample quality (8×8 blocks
-    inside ``r × r`` only see that image); then the ``r × r`` region is resampled back to ``H × W``.
-    Differences to the reference (PIL): bilinear resampling without antialias instead of PIL's
-    antialiased bilinear resize, and kornia's differentiable (polynomial-rounding) codec instead of libjpeg.
-    """
-    b, _, h, w = images.shape
-    dev, dt = images.device, images.dtype
-    r = params.size.to(dev, torch.float64)
-    side = int(-(-int(params.size.max()) // 16) * 16)
-    # canvas pixel c → image pixel (c + 0.5)·W/r - 0.5, i.e. normalised 2(c + 0.5)/r - 1 on both axes
+def _resize_into_canvas(images: torch.Tensor, r: torch.Tensor, side: int) -> torch.Tensor:
+    """Resample image b to the top-left ``r_b × r_b`` of a ``side × side`` canvas (border-replicated)."""
+    dev = images.device
     c = torch.arange(side, device=dev, dtype=torch.float64)
-    g = 2 * (c[None] + 0.5) / r.reshape(-1, 1) - 1  # (B, side)
+    g = 2 * (c[None] + 0.5) / r.reshape(-1, 1) - 1  # canvas pixel c -> normalised image coordinate
     grid = torch.stack(torch.broadcast_tensors(g[:, None, :], g[:, :, None]), -1)
-    canvas = F.grid_sample(images, grid.to(dt), mode="bilinear", padding_mode="border", align_corners=False)
-    coded = jpeg_codec_differentiable(canvas.clamp(0, 1), params.quality.to(dev, dt))
-    # image pixel (x, y) → canvas pixel: x_c = (x + 0.5)·r/W - 0.5
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`_resize_into_canvas`: the ``r_b × r_b`` corner back to ``h × w``."""
+    dev, side = canvas.device, canvas.shape[-1]
     px = torch.arange(w, device=dev, dtype=torch.float64)
     py = torch.arange(h, device=dev, dtype=torch.float64)
     r1 = r.reshape(-1, 1)
     bx = ((px[None] + 0.5) * r1 / w) * 2 / side - 1
     by = ((py[None] + 0.5) * r1 / h) * 2 / side - 1
     back = torch.stack(torch.broadcast_tensors(bx[:, None, :], by[:, :, None]), -1)
-    return F.grid_sample(coded, back.to(dt), mode="bilinear", padding_mode="border",
-                         align_corners=False).clamp(0, 1)
+    return F.grid_sample(canvas, back.to(canvas.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def _libjpeg_roundtrip(canvas: torch.Tensor, r: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Real JPEG (libjpeg-turbo on CPU, nvjpeg on CUDA, via torchvision.io) of each ``r_b × r_b`` corner.
+
+    libjpeg codes one image per call and images differ in size and quality, so the batch goes to
+    torchvision as a list, one call per distinct quality (≤ 69); the pixels never pass through Python.
+    """
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    u8 = (canvas.clamp(0, 1) * 255).round_().to(torch.uint8)
+    sizes, quals = r.tolist(), quality.tolist()
+    out = canvas.clone()
+    for q in sorted(set(quals)):
+        idx = [i for i, v in enumerate(quals) if v == q]
+        crops = [u8[i, :, : sizes[i], : sizes[i]].contiguous() for i in idx]
+        try:
+            coded = encode_jpeg(crops, quality=int(q))
+            decoded = decode_jpeg([c.cpu() for c in coded], device=canvas.device)
+        except RuntimeError:  # a CUDA build without nvjpeg: code on the CPU instead
+            coded = encode_jpeg([c.cpu() for c in crops], quality=int(q))
+            decoded = [d.to(canvas.device) for d in decode_jpeg(coded)]
+        for i, d in zip(idx, decoded, strict=True):
+            out[i, :, : sizes[i], : sizes[i]] = d.to(canvas.dtype) / 255.0
+    return out
+
+
+def apply_jpeg(images: torch.Tensor, params: JpegParams, codec: str = "libjpeg") -> torch.Tensor:
+    """Resize each image to its own ``r × r``, JPEG-code it at its own quality, resize back to ``H × W``.
+
+    Every image is resampled (bilinear, one ``grid_sample`` with a per-sample scale) into the top-left
+    ``r × r`` of a common ``R × R`` canvas (``R`` = the batch's largest ``r`` rounded up to 16; the rest
+    replicates the image border), coded, and resampled back with one more ``grid_sample``.
+
+    Args:
+        codec: ``"libjpeg"`` (default): real JPEG as the reference's PIL, through torchvision.io
+            (nvjpeg on CUDA); ``"kornia"``: kornia's differentiable codec on the whole canvas at once
+            (per-sample quality; approximate, and much slower on a CPU).
+
+    Differences to the reference (PIL): bilinear resampling without antialias instead of PIL's
+    antialiased bilinear resize; ``r`` capped at ``2W`` by :func:`sample_jpeg`.
+    """
+    _, _, h, w = images.shape
+    r = params.size.to(images.device, torch.float64)
+    side = int(-(-int(params.size.max()) // 16) * 16)
+    canvas = _resize_into_canvas(images, r, side)
+    if codec == "libjpeg":
+        coded = _libjpeg_roundtrip(canvas, params.size, params.quality)
+    elif codec == "kornia":
+        coded = jpeg_codec_differentiable(canvas.clamp(0, 1), params.quality.to(images.device, images.dtype))
+    else:
+        raise ValueError(f"unknown JPEG codec {codec!r}: use 'libjpeg' or 'kornia'")
+    return _resize_from_canvas(coded, r, h, w).clamp(0, 1)
 
 
 def jpeg_noise(images, generator=None) -> torch.Tensor:
