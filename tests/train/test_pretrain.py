@@ -79,15 +79,18 @@ def test_torchrun_two_processes(tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_loss_decreases_on_real_faces(tmp_path, shared_data):
-    out = tmp_path / "faces"
+def test_loss_decreases_on_real_birds(tmp_path, shared_data):
+    """Real unlabeled birds, the reference view chain, a small queue: 160 steps (~40 s on 2 cores)."""
+    out = tmp_path / "birds"
     args = [
-        "pretrain", "--data", f"celeba:{shared_data / 'celeba'}?split=mafl_train", "--max-images", "128",
-        "--size", "32", "--arch", "resnet18", "--epochs", "40", "--batch-size", "32", "--queue", "64",
-        "--lr", "0.06", "--momentum", "0.9", "--log-every", "1", "--quiet", "--out", str(out),
+        "pretrain", "--data", f"folder:{shared_data / 'cub' / 'birds_unlabeled'}", "--max-images", "256",
+        "--size", "32", "--arch", "resnet18", "--epochs", "20", "--batch-size", "32", "--queue", "128",
+        "--lr", "0.03", "--momentum", "0.99", "--log-every", "1", "--quiet", "--out", str(out),
     ]
     r = _run(args)
     assert r.returncode == 0, r.stderr
     loss = torch.tensor([json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()])
-    # After the queue holds real keys (step 3 on), the last 20 steps must beat steps 3-22 clearly.
-    assert loss[-20:].mean() < loss[2:22].mean() - 0.3
+    per_epoch = loss.reshape(20, 8).mean(1)
+    # The queue holds real keys from epoch 2 on (the loss first rises from the random initial queue);
+    # from there the loss must fall: the last 3 epochs below epochs 3-5.
+    assert per_epoch[-3:].mean() < per_epoch[2:5].mean() - 0.1, per_epoch

@@ -1,0 +1,176 @@
+"""MoCo pretraining throughput: the real pipeline vs the backbone's compute bound, and activation memory.
+
+For each architecture at 96 px it prints
+- pipeline img/s: cached real images → batched device-side augmentation (two views) → MoCo step;
+- compute img/s: the same MoCo step (query forward+backward, key forward, SGD) on random tensors;
+- their ratio (target ≥ 0.85);
+- the forward/backward activation memory of one 96-px image, counted as torchsummary counts it
+  ("Forward/backward pass size": 2 × every layer's output × 4 bytes; the paper's Table 7 numbers),
+  and the bytes actually saved for backward by autograd; on CUDA also the measured peak.
+
+    python bench/pretrain_throughput.py --data celeba:../shared/data/celeba --batch 64 --steps 3
+    python bench/pretrain_throughput.py --device cuda --batch 256 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from equinv.data.dataset import LandmarkDataset
+from equinv.data.images import ImageSet
+from equinv.data.preprocess import Preprocess
+from equinv.data.spec import read_index
+from equinv.models.backbones import Encoder
+from equinv.models.moco import MoCo
+from equinv.train.views import ViewMaker
+
+PAPER_MB = {"resnet18": 11.54, "resnet50": 52.65}
+
+
+def torchsummary_mb(model: nn.Module, size: int = 96) -> float:
+    """torchsummary's "Forward/backward pass size (MB)" for one image: 2 × Σ layer outputs × 4 B."""
+    total = 0
+    hooks = []
+
+    def hook(_m, _i, out):
+        nonlocal total
+        total += out.numel()
+
+    for m in model.modules():
+        if not isinstance(m, (nn.Sequential, nn.ModuleList)) and m is not model:
+            hooks.append(m.register_forward_hook(hook))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return 2.0 * (total / 2) * 4.0 / 2**20
+
+
+def saved_for_backward_mb(model: nn.Module, size: int = 96) -> float:
+    """Bytes autograd keeps for the backward pass of one image (unique storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(torch.randn(2, 3, size, size))
+    out.sum().backward()
+    return sum(seen.values()) / 2 / 2**20
+
+
+def moco_step(model: MoCo, opt: torch.optim.Optimizer, q: torch.Tensor, k: torch.Tensor) -> None:
+    loss, _ = model(q, k)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_arch(
+    arch: str, images: ImageSet, views: ViewMaker, batch: int, steps: int, device: torch.device
+) -> dict:
+    torch.manual_seed(0)
+    model = MoCo(arch).to(device).train()
+    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    size = views.view.final
+    q = torch.randn(batch, 3, size, size, device=device)
+    k = torch.randn(batch, 3, size, size, device=device)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(images), generator=g)
+    # Compute-bound and pipeline steps alternate, and medians are compared, so that a change in the
+    # machine's load during the run affects both alike.
+    t_compute, t_pipe, t_aug = [], [], []
+    for i in range(steps + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        moco_step(model, opt, q, k)
+        sync(device)
+        t1 = time.perf_counter()
+        idx = order[i * batch : (i + 1) * batch].tolist()
+        x = images.__getitems__(idx)["image"].to(device, non_blocking=True)
+        vq, vk = views(x, g)
+        sync(device)
+        t2 = time.perf_counter()
+        moco_step(model, opt, vq, vk)
+        sync(device)
+        t3 = time.perf_counter()
+        if i:  # the first round is the warm-up
+            t_compute.append(t1 - t0)
+            t_pipe.append(t3 - t1)
+            t_aug.append(t2 - t1)
+    med = lambda v: float(torch.tensor(v).median())  # noqa: E731
+    compute = batch / med(t_compute)
+    pipeline = batch / med(t_pipe)
+    aug_share = med(t_aug) / med(t_pipe)
+    enc = Encoder(arch)
+    row = {
+        "arch": arch,
+        "pipeline_img_s": pipeline,
+        "compute_img_s": compute,
+        "ratio": pipeline / compute,
+        "augment_share": aug_share,
+        "fwd_bwd_mb_torchsummary": torchsummary_mb(enc, size),
+        "saved_for_backward_mb": saved_for_backward_mb(enc, size),
+    }
+    if device.type == "cuda":
+        enc = enc.to(device).train()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        enc(torch.randn(1, 3, size, size, device=device)).sum().backward()
+        row["cuda_peak_mb_one_image"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="celeba:../shared/data/celeba", help="KIND:PATH of real images")
+    p.add_argument("--archs", default="resnet18,resnet50,resnet50_half")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+
+    class Cfg:  # what ViewMaker.from_config reads
+        data, recipe, size, tps, flip, grayscale = [args.data], "auto", args.size, None, False, 0.0
+
+    views = ViewMaker.from_config(Cfg)
+    ds = LandmarkDataset(read_index(args.data), Preprocess(size=args.size, context=views.context))
+    ds.prepare()
+    images = ImageSet([ds])
+    if len(images) < args.batch * (args.steps + 1):
+        raise SystemExit(f"need {args.batch * (args.steps + 1)} images, {args.data} has {len(images)}")
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    print(f"MoCo pretraining throughput at {args.size} px, batch {args.batch}, {args.steps} timed steps, "
+          f"on {dev_name}")
+    print(f"data {args.data} ({len(images)} images, cached), views: {views.view}")
+    hdr = f"{'arch':14s} {'pipeline img/s':>14s} {'compute img/s':>13s} {'ratio':>6s} {'aug share':>9s} " \
+          f"{'fwd/bwd MB (torchsummary)':>26s} {'paper MB':>8s} {'saved MB':>8s}"
+    print(hdr)
+    for arch in args.archs.split(","):
+        r = bench_arch(arch, images, views, args.batch, args.steps, device)
+        paper = PAPER_MB.get(arch)
+        print(
+            f"{arch:14s} {r['pipeline_img_s']:14.1f} {r['compute_img_s']:13.1f} {r['ratio']:6.2f} "
+            f"{r['augment_share']:9.2f} {r['fwd_bwd_mb_torchsummary']:26.2f} "
+            f"{(f'{paper:.2f}' if paper else '-'):>8s} {r['saved_for_backward_mb']:8.2f}"
+            + (f"  cuda peak {r['cuda_peak_mb_one_image']:.1f} MB" if "cuda_peak_mb_one_image" in r else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
