@@ -1,0 +1,1 @@
+"""Subcommands beyond the core ones in :mod:`equinv.cli`; each module has ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Evaluation protocols: landmark matching, transfer, regression, metrics."""
