@@ -59,14 +59,16 @@ def main() -> None:
     device = torch.device(args.device)
     face = load(args.data, Preprocess(size=96), args.batch)
     bird = load(args.data, Preprocess(size=96, context=1.0), args.batch)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    cpu = f"CPU, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     print(f"make_view at batch {args.batch} on {where}; {args.data}; best of {args.repeat} (ms per view)")
     for name in args.recipes.split(","):
         base, _, extra = name.partition("+")
         cfg = R.PRESETS[base](**({"tps": "paper"} if extra == "tps" else {}))
         x, lm, vis = face if base == "face_moco" else bird
         ms = time_view(x.to(device), lm.to(device), vis.to(device), cfg, device, args.repeat)
-        print(f"{name:16s} canvas {tuple(x.shape[1:])} -> {cfg.final}²: {ms:8.1f} ms  ({args.batch / ms * 1e3:7.0f} img/s)")
+        rate = args.batch / ms * 1e3
+        print(f"{name:16s} canvas {tuple(x.shape[1:])} -> {cfg.final}²: {ms:8.1f} ms  ({rate:7.0f} img/s)")
 
 
 if __name__ == "__main__":

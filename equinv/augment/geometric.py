@@ -63,6 +63,46 @@ def apply_affine_points(m: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- generic affine warp
+def norm_grid(m_out_to_src: torch.Tensor, points: torch.Tensor, height: int, width: int,
+              dtype=torch.float32) -> torch.Tensor:
+    """``(B, P, 2)`` grid_sample coordinates (``align_corners=False``) of output pixel ``points`` ``(P, 2)``.
+
+    The pixel → normalised conversion of the source is folded into the ``(B, 2, 3)`` matrices (in
+    float64, tiny), so the grid itself is one float ``(B, P, 2)`` product, not a float64 pipeline.
+    """
+    m = m_out_to_src.to(device=points.device, dtype=torch.float64)
+    s = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64, device=m.device)
+    a = m * s[None, :, None]
+    a[:, :, 2] += (1.0 / torch.tensor([width, height], dtype=torch.float64, device=m.device)) - 1.0
+    hom = torch.cat((points.to(dtype), torch.ones(points.shape[0], 1, dtype=dtype, device=points.device)), 1)
+    b, n = a.shape[0], points.shape[0]
+    # one (P, 3) @ (3, 2B) product (a batched matmul with 3×2 matrices is far slower on a CPU)
+    flat = hom @ a.to(dtype).reshape(b * 2, 3).T
+    return flat.reshape(n, b, 2).transpose(0, 1).contiguous()
+
+
+def sample_points(images: torch.Tensor, m_out_to_src: torch.Tensor, points: torch.Tensor,
+                  padding_mode: str = "zeros") -> torch.Tensor:
+    """Bilinear samples ``(B, C, P)`` of ``images`` at output pixel ``points`` ``(P, 2)`` mapped by ``M``.
+
+    Exactly the pixels :func:`warp_affine` renders at those output coordinates (same matrices, same
+    grid_sample), for an arbitrary set of output pixels (e.g. only the part of a view that survives a crop).
+    """
+    b, _, h, w = images.shape
+    grid = norm_grid(m_out_to_src, points.to(images.device), h, w, torch.float32)
+    img = images if images.is_floating_point() else images.float()
+    out = F.grid_sample(img, grid.to(img.dtype)[:, None], mode="bilinear", padding_mode=padding_mode,
+                        align_corners=False)
+    return out[:, :, 0]
+
+
+def transform_landmarks(m_out_to_src: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Landmarks moved by ``M⁻¹`` (computed in float64)."""
+    m = m_out_to_src.to(device=landmarks.device, dtype=torch.float64)
+    inv = torch.linalg.inv(_to3x3(m))[:, :2]
+    return apply_affine_points(inv, landmarks.to(torch.float64)).to(landmarks.dtype)
+
+
 def warp_affine(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
                 m_out_to_src: torch.Tensor, out_size: tuple[int, int] | None = None,
                 padding_mode: str = "zeros") -> Tensors:
@@ -70,21 +110,18 @@ def warp_affine(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Te
 
     Args:
         images: ``(B, C, H, W)``; landmarks ``(B, K, 2)`` pixels; visible ``(B, K)``.
-        m_out_to_src: ``(B, 2, 3)`` (any device; moved to the images' device, computed in float64).
+        m_out_to_src: ``(B, 2, 3)`` (any device; moved to the images' device). The grid is built in float32
+            from the float64 matrices (:func:`norm_grid`); landmarks move in float64.
         out_size: ``(H', W')`` of the output; default the input size.
     Returns ``(images (B, C, H', W'), landmarks moved by M⁻¹, visible)``.
     """
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     ho, wo = out_size if out_size is not None else (h, w)
     dev, dt = images.device, images.dtype
-    m = m_out_to_src.to(device=dev, dtype=torch.float64)
-    grid = pixel_grid(ho, wo, dev, torch.float64).reshape(1, -1, 2).expand(b, -1, -1)
-    src = apply_affine_points(m, grid)
-    norm = torch.stack((pix_to_norm(src[..., 0], w), pix_to_norm(src[..., 1], h)), -1)
-    out = F.grid_sample(images, norm.reshape(b, ho, wo, 2).to(dt), mode="bilinear",
+    grid = norm_grid(m_out_to_src, pixel_grid(ho, wo, dev, torch.float32).reshape(-1, 2), h, w)
+    out = F.grid_sample(images, grid.reshape(b, ho, wo, 2).to(dt), mode="bilinear",
                         padding_mode=padding_mode, align_corners=False)
-    inv = torch.linalg.inv(_to3x3(m))[:, :2]
-    lm = apply_affine_points(inv, landmarks.to(dev, torch.float64)).to(landmarks.dtype)
+    lm = transform_landmarks(m_out_to_src, landmarks.to(dev))
     return out, lm, visible
 
 
@@ -166,11 +203,17 @@ def apply_hflip(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Te
     ``flip_perm[i]`` is the index of the point that becomes point ``i`` after the flip (e.g. left eye ↔
     right eye). Without ``flip_perm`` the indices are kept (only sensible for symmetric point sets).
     """
-    w = images.shape[-1]
     f = flags.to(images.device)
     out = torch.where(f[:, None, None, None], images.flip(-1), images)
+    return (out, *hflip_landmarks(landmarks, visible, flags, images.shape[-1], flip_perm))
+
+
+def hflip_landmarks(landmarks: torch.Tensor, visible: torch.Tensor, flags: torch.Tensor, width: int,
+                    flip_perm: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The landmark half of :func:`apply_hflip` for images ``width`` px wide."""
+    w = width
     lm = landmarks.clone()
-    fl = f[:, None].to(lm.device)
+    fl = flags[:, None].to(lm.device)
     lm[..., 0] = torch.where(fl, (w - 1) - landmarks[..., 0], landmarks[..., 0])
     vis = visible
     if flip_perm is not None and landmarks.shape[1] > 0:
@@ -179,7 +222,7 @@ def apply_hflip(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Te
             raise ValueError(f"flip_perm has {perm.numel()} entries for {landmarks.shape[1]} landmarks")
         lm = torch.where(fl[..., None], lm[:, perm], lm)
         vis = torch.where(fl, visible[:, perm], visible)
-    return out, lm, vis
+    return lm, vis
 
 
 def random_hflip(images, landmarks, visible, p=0.5, flip_perm=None, generator=None) -> Tensors:

@@ -25,16 +25,12 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5808, -0.0045, -0.8140),
               (-0.5836, -0.6948, 0.4203))
 
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision / PIL "L"
-
-
-def _col(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, 1, 1, 1)
+GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision / PIL "L"
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """``(B, 3, H, W)`` → ``(B, 1, H, W)`` luma."""
-    w = torch.tensor(_GRAY, device=images.device, dtype=images.dtype).reshape(1, 3, 1, 1)
+    w = torch.tensor(GRAY, device=images.device, dtype=images.dtype).reshape(1, 3, 1, 1)
     return (images * w).sum(1, keepdim=True)
 
 
@@ -60,8 +56,39 @@ def sample_jitter(batch: int, brightness: float = 0.4, contrast: float = 0.4, sa
     return JitterParams(b, c, s, order)
 
 
-def _blend(img: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (factor * img + (1 - factor) * other).clamp(0, 1)
+def jitter_step(params: JitterParams, step: int, mean_rgb: torch.Tensor | None,
+                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step ``step`` of every sample's jitter as a colour matrix ``(B, 3, 3)`` and an offset ``(B, 3, 1)``.
+
+    brightness ``f·x``; contrast ``f·x + (1 − f)·m`` (``m`` the mean luma, from ``mean_rgb (B, 3)``, the
+    per-channel image means); saturation ``f·x + (1 − f)·luma(x)``: all ``M x + o`` per pixel (clamp
+    after). ``scale`` multiplies the input (e.g. ``1/255`` to take 0–255 images; ``mean_rgb`` is of the
+    unscaled input).
+    """
+    dt = torch.float32
+    factors = torch.stack((params.brightness, params.contrast, params.saturation), 1).to(dt)  # (B, 3)
+    op = params.order[:, step].to("cpu")
+    f = factors.gather(1, op[:, None])  # (B, 1)
+    luma = torch.tensor(GRAY, dtype=dt)
+    eye = torch.eye(3, dtype=dt)
+    sat = (op == 2).to(dt)[:, None, None]
+    m = f[:, :, None] * eye + (1 - f)[:, :, None] * sat * luma.expand(3, 3)
+    o = torch.zeros(op.shape[0], 3, 1, dtype=dt)
+    if mean_rgb is not None:
+        con = (op == 1).to(dt)[:, None]
+        o = ((1 - f) * con * (mean_rgb.to("cpu", dt) * scale @ luma)[:, None])[:, :, None].expand(-1, 3, 1)
+    return m * scale, o
+
+
+def needs_mean(params: JitterParams, step: int) -> bool:
+    """Whether any sample has its contrast (which needs the image mean) at ``step``."""
+    return bool((params.order[:, step] == 1).any())
+
+
+def affine_colour(x: torch.Tensor, m: torch.Tensor, o: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """``clamp(M x + o)`` per pixel of ``x (B, 3, P)`` (one batched matmul, clamp in place)."""
+    y = torch.baddbmm(o.to(x.device, x.dtype), m.to(x.device, x.dtype), x)
+    return y.clamp_(0, 1) if clamp else y
 
 
 def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
@@ -69,22 +96,18 @@ def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
 
     brightness: ``f·x``; contrast: blend with the mean luma of the image; saturation: blend with the
     luma image; clamp to [0, 1] after each. (Hue jitter is 0 in the reference and not implemented.)
-    All three are ``clamp(f·x + (1 − f)·other)`` with ``other`` = 0, the mean luma or the luma, so each
-    of the three steps is one blend whose ``other`` is selected per sample (no op is computed and thrown away).
+    Every step of every sample is ``clamp(M x + o)`` with a per-sample colour matrix (:func:`jitter_step`),
+    so a step is one batched matmul over all pixels plus a clamp; the contrast mean is the luma of the
+    per-channel means (equal to torchvision's mean of the luma up to float rounding).
     """
-    dev, dt = images.device, images.dtype
-    factors = torch.stack((params.brightness, params.contrast, params.saturation), 1).to(dev, dt)  # (B, 3)
-    order = params.order.to(dev)
-    x = images
+    b, c = images.shape[:2]
+    x = images.reshape(b, c, -1)
+    dt = x.dtype
+    x = x.float()
     for step in range(3):
-        op = order[:, step]
-        f = _col(factors.gather(1, op[:, None])[:, 0])
-        gray = grayscale(x)
-        w_mean = _col((op == 1).to(dt))
-        w_gray = _col((op == 2).to(dt))
-        other = w_mean * gray.mean((2, 3), keepdim=True) + w_gray * gray
-        x = torch.addcmul(other * (1 - f), x, f).clamp_(0, 1)
-    return x
+        mean = x.mean(2) if needs_mean(params, step) else None
+        x = affine_colour(x, *jitter_step(params, step, mean))
+    return x.to(dt).reshape(images.shape)
 
 
 def color_jitter(images, brightness=0.4, contrast=0.4, saturation=0.4, generator=None) -> torch.Tensor:
@@ -134,13 +157,125 @@ def sample_jpeg(batch: int, width: int, generator: torch.Generator | None = None
     return JpegParams(r, q)
 
 
+def _groups(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """``(r, start, stop)`` runs of equal ``r`` in a sorted list."""
+    out, a = [], 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or sizes[i] != sizes[a]:
+            out.append((sizes[a], a, i))
+            a = i
+    return out
+
+
+# torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def _codec(crops: list[torch.Tensor], quality: list[int]) -> list[torch.Tensor]:
+    """JPEG-code each ``(3, r, r)`` uint8 crop at its own quality; decoded crops on the crops' device.
+
+    CPU: libjpeg-turbo one image per call through the raw torchvision ops (no per-call deprecation
+    warning; a crop that is a channels-last view is handed to libjpeg without a copy). CUDA: nvjpeg,
+    one batched call per distinct quality, or libjpeg where torchvision lacks nvjpeg.
+    """
+    import torchvision.io as tvio
+
+    dev = crops[0].device
+    if dev.type == "cpu":
+        enc, dec = torch.ops.image.encode_jpeg, torch.ops.image.decode_jpeg
+        mode = tvio.ImageReadMode.UNCHANGED.value
+        return [dec(enc(c, q), mode, False) for c, q in zip(crops, quality, strict=True)]
+    out: list[torch.Tensor | None] = [None] * len(crops)
+    for q in sorted(set(quality)):
+        idx = [i for i, v in enumerate(quality) if v == q]
+        sel = [crops[i].contiguous() for i in idx]
+        try:
+            coded = tvio.encode_jpeg(sel, quality=int(q))
+            decoded = tvio.decode_jpeg([c.cpu() for c in coded], device=dev)
+        except RuntimeError:  # a CUDA build without nvjpeg: code on the CPU instead
+            coded = tvio.encode_jpeg([c.cpu() for c in sel], quality=int(q))
+            decoded = [d.to(dev) for d in tvio.decode_jpeg(coded)]
+        for i, d in zip(idx, decoded, strict=True):
+            out[i] = d
+    return out
+
+
+def jpeg_sorted(images: torch.Tensor, params: JpegParams,
+                scale: float = 255.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The JPEG noise of :func:`apply_jpeg`, in the order of increasing ``r`` and on the 0–255 scale.
+
+    Args:
+        images: ``(B, 3, H, W)`` uint8 (0–255), or float on the 0–1 scale (``scale=255``, the default)
+            or already on the 0–255 scale (``scale=1``).
+    Returns ``(out, perm)``: float32 ``(B, 3, H, W)`` in [0, 255], ``out[k]`` the coded ``images[perm[k]]``.
+
+    The batch is sorted by ``r`` and cut into runs of equal ``r``; each run is one bilinear resize to
+    ``r × r`` (into a channels-last uint8 buffer whose images libjpeg reads in place), one codec call per
+    image, and one bilinear resize back written straight into its slice of the output: no padded canvas,
+    no per-sample grid. The caller undoes the sort once, on whatever it derives from ``out``
+    (see :func:`apply_jpeg`; the view recipe undoes it on its final, cropped views).
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    r = params.size.to("cpu", torch.long)
+    perm = torch.argsort(r, stable=True)
+    sizes = r[perm].tolist()
+    quality = params.quality.to("cpu")[perm].tolist()
+    x = images.index_select(0, perm.to(dev))
+    out = torch.empty(b, 3, h, w, device=dev, dtype=torch.float32)
+    for side, a, z in _groups(sizes):
+        src = x[a:z]
+        src = src.float() if src.dtype == torch.uint8 else (src * scale if scale != 1 else src).float()
+        if (side, side) != (h, w):
+            src = F.interpolate(src, size=(side, side), mode="bilinear", align_corners=False)
+        u8 = src.clamp_(0, 255).round_().to(torch.uint8, memory_format=torch.channels_last)
+        decoded = torch.stack(_codec(list(u8.unbind(0)), quality[a:z]))
+        if (side, side) == (h, w):
+            out[a:z] = decoded
+        else:
+            torch._C._nn.upsample_bilinear2d(decoded.float(), (h, w), False, None, None, out=out[a:z])
+    return out, perm
+
+
+def apply_jpeg(images: torch.Tensor, params: JpegParams, codec: str = "libjpeg") -> torch.Tensor:
+    """Resize each image to its own ``r × r``, JPEG-code it at its own quality, resize back to ``H × W``.
+
+    Both resizes are bilinear without antialias (``align_corners=False``: output pixel ``c`` samples the
+    source at ``(c + ½)·size_in/size_out − ½``, clamped to the border), the coded image is the
+    ``r × r`` resize rounded to uint8, the result is float in [0, 1]. Images are processed in runs of
+    equal ``r`` (see :func:`jpeg_sorted`).
+
+    Args:
+        codec: ``"libjpeg"`` (default): real JPEG as the reference's PIL, through torchvision.io
+            (nvjpeg on CUDA); ``"kornia"``: kornia's differentiable codec on a common canvas at once
+            (per-sample quality; approximate, and much slower on a CPU).
+
+    Differences to the reference (PIL): bilinear resampling without antialias instead of PIL's
+    antialiased bilinear resize; ``r`` capped at ``2W`` by :func:`sample_jpeg`.
+    """
+    if codec == "libjpeg":
+        out, perm = jpeg_sorted(images, params, 1.0 if images.dtype == torch.uint8 else 255.0)
+        res = out.index_select(0, torch.argsort(perm).to(out.device)).mul_(1 / 255.0)
+        return res.to(images.dtype) if images.is_floating_point() else res
+    if codec != "kornia":
+        raise ValueError(f"unknown JPEG codec {codec!r}: use 'libjpeg' or 'kornia'")
+    x = images.float().div(255.0) if images.dtype == torch.uint8 else images
+    r = params.size.to(x.device, torch.float64)
+    side = int(-(-int(params.size.max()) // 16) * 16)
+    canvas = _resize_into_canvas(x, r, side)
+    coded = jpeg_codec_differentiable(canvas.clamp(0, 1), params.quality.to(x.device, x.dtype))
+    return _resize_from_canvas(coded, r, *x.shape[-2:]).clamp(0, 1)
+
+
 def _resize_into_canvas(images: torch.Tensor, r: torch.Tensor, side: int) -> torch.Tensor:
     """Resample image b to the top-left ``r_b × r_b`` of a ``side × side`` canvas (border-replicated)."""
     dev = images.device
     c = torch.arange(side, device=dev, dtype=torch.float64)
     g = 2 * (c[None] + 0.5) / r.reshape(-1, 1) - 1  # canvas pixel c -> normalised image coordinate
     grid = torch.stack(torch.broadcast_tensors(g[:, None, :], g[:, :, None]), -1)
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -152,65 +287,8 @@ def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -
     bx = ((px[None] + 0.5) * r1 / w) * 2 / side - 1
     by = ((py[None] + 0.5) * r1 / h) * 2 / side - 1
     back = torch.stack(torch.broadcast_tensors(bx[:, None, :], by[:, :, None]), -1)
-    return F.grid_sample(canvas, back.to(canvas.dtype), mode="bilinear", padding_mode="border", align_corners=False)
-
-
-# torchvision 0.29 marks its image codecs deprecated in favour of torchcodec; they are what we pin.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
-
-
-def _libjpeg_roundtrip(canvas: torch.Tensor, r: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Real JPEG (libjpeg-turbo on CPU, nvjpeg on CUDA, via torchvision.io) of each ``r_b × r_b`` corner.
-
-    libjpeg codes one image per call and images differ in size and quality, so the batch goes to
-    torchvision as a list, one call per distinct quality (≤ 69); the pixels never pass through Python.
-    """
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    u8 = (canvas.clamp(0, 1) * 255).round_().to(torch.uint8)
-    sizes, quals = r.tolist(), quality.tolist()
-    out = canvas.clone()
-    for q in sorted(set(quals)):
-        idx = [i for i, v in enumerate(quals) if v == q]
-        crops = [u8[i, :, : sizes[i], : sizes[i]].contiguous() for i in idx]
-        try:
-            coded = encode_jpeg(crops, quality=int(q))
-            decoded = decode_jpeg([c.cpu() for c in coded], device=canvas.device)
-        except RuntimeError:  # a CUDA build without nvjpeg: code on the CPU instead
-            coded = encode_jpeg([c.cpu() for c in crops], quality=int(q))
-            decoded = [d.to(canvas.device) for d in decode_jpeg(coded)]
-        for i, d in zip(idx, decoded, strict=True):
-            out[i, :, : sizes[i], : sizes[i]] = d.to(canvas.dtype) / 255.0
-    return out
-
-
-def apply_jpeg(images: torch.Tensor, params: JpegParams, codec: str = "libjpeg") -> torch.Tensor:
-    """Resize each image to its own ``r × r``, JPEG-code it at its own quality, resize back to ``H × W``.
-
-    Every image is resampled (bilinear, one ``grid_sample`` with a per-sample scale) into the top-left
-    ``r × r`` of a common ``R × R`` canvas (``R`` = the batch's largest ``r`` rounded up to 16; the rest
-    replicates the image border), coded, and resampled back with one more ``grid_sample``.
-
-    Args:
-        codec: ``"libjpeg"`` (default): real JPEG as the reference's PIL, through torchvision.io
-            (nvjpeg on CUDA); ``"kornia"``: kornia's differentiable codec on the whole canvas at once
-            (per-sample quality; approximate, and much slower on a CPU).
-
-    Differences to the reference (PIL): bilinear resampling without antialias instead of PIL's
-    antialiased bilinear resize; ``r`` capped at ``2W`` by :func:`sample_jpeg`.
-    """
-    _, _, h, w = images.shape
-    r = params.size.to(images.device, torch.float64)
-    side = int(-(-int(params.size.max()) // 16) * 16)
-    canvas = _resize_into_canvas(images, r, side)
-    if codec == "libjpeg":
-        coded = _libjpeg_roundtrip(canvas, params.size, params.quality)
-    elif codec == "kornia":
-        coded = jpeg_codec_differentiable(canvas.clamp(0, 1), params.quality.to(images.device, images.dtype))
-    else:
-        raise ValueError(f"unknown JPEG codec {codec!r}: use 'libjpeg' or 'kornia'")
-    return _resize_from_canvas(coded, r, h, w).clamp(0, 1)
+    return F.grid_sample(canvas, back.to(canvas.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def jpeg_noise(images, generator=None) -> torch.Tensor:

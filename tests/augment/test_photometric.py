@@ -65,7 +65,8 @@ def test_libjpeg_matches_pil_and_degrades_with_quality():
         p = P.JpegParams(torch.full((4,), 64), torch.full((4,), q))
         y = P.apply_jpeg(x8, p)
         buf = io.BytesIO()
-        Image.fromarray((x8[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=q)
+        u8 = (x8[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(u8).save(buf, "JPEG", quality=q)
         pil = torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1).float() / 255
         assert (y[0] - pil).abs().mean() < 0.01  # same codec family as the reference's PIL
         errs.append(float((y - x8).abs().mean()))
