@@ -193,7 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     k = dsub.add_parser("kinds", help="list dataset kinds and their options")
     k.set_defaults(fn=cmd_data_kinds)
     add_pretrain_parser(sub)
+    _register_commands(sub)
     return p
+
+
+def _register_commands(sub) -> None:
+    """Add every ``equinv.commands.<name>.register(sub)`` (features, project, match, parts, ...)."""
+    import importlib
+    import pkgutil
+
+    import equinv.commands
+
+    for info in sorted(pkgutil.iter_modules(equinv.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"equinv.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
