@@ -97,7 +97,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         for f in (
             "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
             "max_images", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
-            "ckpt_every", "save_every", "log_every", "skip_bad",
+            "ckpt_every", "save_every", "log_every", "skip_bad", "init",
         )
         if getattr(args, f) is not None
     }
@@ -123,6 +123,9 @@ def add_pretrain_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"], default=None,
                    help="backbone (default resnet18)")
+    p.add_argument("--init", metavar="WEIGHTS", default=None,
+                   help="start from trunk weights: a torchvision state dict (e.g. ImageNet .pth), "
+                   "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=int, default=None, help="embedding dimension (default 128)")
     p.add_argument("--queue", type=int, default=None, help="MoCo queue size K (default 4096)")

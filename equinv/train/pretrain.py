@@ -35,7 +35,7 @@ from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import InputError, SkipLog
-from equinv.models.backbones import save_backbone
+from equinv.models.backbones import load_backbone, save_backbone
 from equinv.models.moco import MoCo
 from equinv.train import distributed as D
 from equinv.train.checkpoint import Checkpoint, save_checkpoint
@@ -74,6 +74,7 @@ class PretrainConfig:
     save_every: int = 50
     log_every: int = 10
     skip_bad: bool = False
+    init: str | None = None
 
     @property
     def effective_lr(self) -> float:
@@ -159,6 +160,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         cfg.arch, dim=cfg.dim, head=cfg.head, queue_size=cfg.queue, momentum=cfg.momentum,
         temperature=cfg.temperature, bn_groups=cfg.bn_groups,
     ).to(device)
+    if cfg.init:
+        # Start both encoders from given trunk weights (e.g. a user's torchvision ImageNet file).
+        report = load_backbone(model.encoder_q, cfg.init)
+        model.encoder_k.load_state_dict(model.encoder_q.state_dict())
+        if D.is_main():
+            print(f"initialised from {report}")
     lr0 = cfg.effective_lr
     opt = torch.optim.SGD(
         model.encoder_q.parameters(), lr=lr0, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay

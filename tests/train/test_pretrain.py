@@ -94,3 +94,20 @@ def test_loss_decreases_on_real_birds(tmp_path, shared_data):
     # The queue holds real keys from epoch 2 on (the loss first rises from the random initial queue);
     # from there the loss must fall: the last 3 epochs below epochs 3-5.
     assert per_epoch[-3:].mean() < per_epoch[2:5].mean() - 0.1, per_epoch
+
+
+def test_init_from_torchvision_state_dict(tmp_path):
+    import torchvision
+
+    torch.manual_seed(5)
+    tv = torchvision.models.resnet18()
+    torch.save(tv.state_dict(), tmp_path / "imagenet_like.pth")
+    out = tmp_path / "init"
+    r = _run([*TINY, "--epochs", "1", "--init", str(tmp_path / "imagenet_like.pth"), "--lr", "0",
+              "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    w = _weights(out)
+    # with lr 0 the query trunk keeps exactly the given weights
+    assert torch.equal(w["encoder_q.backbone.conv1.weight"], tv.state_dict()["conv1.weight"])
+    # the key encoder too, up to the rounding of its momentum updates (0.999·w + 0.001·w)
+    assert torch.allclose(w["encoder_k.backbone.layer4.1.conv2.weight"], tv.state_dict()["layer4.1.conv2.weight"])

@@ -107,5 +107,5 @@ def norm_rel(path: str) -> str:
 
 
 # Register every reader (their @register side effect). Kept after the helpers above on purpose.
-from equinv.data.readers import celeba, coco, cub, folder, mtfl, w300  # noqa: E402, F401
 from equinv.data import synthetic  # noqa: E402, F401
+from equinv.data.readers import celeba, coco, cub, folder, mtfl, w300  # noqa: E402, F401
