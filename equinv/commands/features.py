@@ -1,0 +1,79 @@
+"""``equinv features``: export frozen-backbone hypercolumns of a dataset to .npy / .safetensors (streaming)."""
+
+from __future__ import annotations
+
+import argparse
+
+from equinv.evaluate.features import DTYPES
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from equinv.evaluate.features import export_features
+
+    res = export_features(
+        args.data,
+        args.out,
+        backbone=args.backbone,
+        arch=args.arch,
+        size=args.size,
+        layers=args.layers,
+        normalize_features=args.normalize,
+        dtype=args.dtype,
+        batch=args.batch,
+        factorised=args.factorised,
+        image_size=args.image_size,
+        max_images=args.max_images,
+        device=args.device,
+        seed=args.seed,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        progress=not args.quiet,
+    )
+    info = res.info
+    for name, f in info["files"].items():
+        print(f"{name:12s} {tuple(f['shape'])} {info['dtype']} -> {res.files[name]}")
+    print(f"sidecar      {res.sidecar}  ({info['n_images']} images, taps {','.join(info['taps'])})")
+    if info["skipped"]:
+        print(f"skipped      {len(info['skipped'])} bad input(s) (listed in the sidecar)")
+    if info["nonfinite_values"]:
+        print(f"warning: {info['nonfinite_values']} non-finite values after casting to {info['dtype']}; "
+              "use --dtype float32")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "features",
+        help="export frozen-backbone hypercolumns of every image of a dataset (.npy / .safetensors, streaming)",
+        description="Run a frozen trunk over the final view (96 px) of every image of a dataset and write the "
+        "hypercolumn (protocol.md §2: taps deepest first, bilinear, align_corners=False) batch by batch into a "
+        "pre-allocated file, so memory holds one batch. .npy: dense (N, C, S, S) via numpy open_memmap, or with "
+        "--factorised one FILE.<tap>.npy per tap at native resolution. .safetensors: per-tap native maps "
+        "(default; --no-factorised for one dense 'hypercolumn' tensor) plus index, landmarks (final-view pixels) "
+        "and visible. A JSON sidecar FILE.json records spec, arch, weights, taps, size, normalisation and the "
+        "image order. Inputs use face statistics, or ImageNet statistics for cub/folder/coco.",
+        epilog="Example: equinv features --backbone runs/celeba_r18 --arch resnet18 "
+        "--data celeba:../shared/data/celeba?split=mafl_test --out feats/mafl_test.safetensors",
+    )
+    p.add_argument("--backbone", default="random", help="pretraining run dir, weights file, or 'random' (default)")
+    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"],
+                   help="backbone architecture (default resnet18)")
+    p.add_argument("--data", required=True, metavar="KIND:PATH",
+                   help="dataset as KIND:PATH[?key=value&...]; `equinv data kinds` lists kinds and options")
+    p.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
+    p.add_argument("--size", type=int, default=48, help="dense grid side (default 48; 96 for matching)")
+    p.add_argument("--layers", type=int, default=4, help="hypercolumn depth, the reference --layer (default 4)")
+    p.add_argument("--normalize", action="store_true",
+                   help="L2-normalise each layer block per pixel (the matching descriptor)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="stored dtype (default float16)")
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--factorised", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-tap native-resolution maps (default: yes for .safetensors, no for .npy)")
+    p.add_argument("--image-size", type=int, default=96, help="final view side (default 96)")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N images (dataset order)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init backbone (default 0)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad inputs instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_features)

@@ -1,0 +1,90 @@
+"""``equinv project``: train a feature projector on a frozen hypercolumn (protocol.md §3)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from equinv.errors import InputError
+
+_FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
+           "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs", "batch_size",
+           "max_images", "seed", "device", "match_batch", "feature_cache_gb", "log_every")
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from equinv.train.projector import ProjectConfig, train_projector
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg = ProjectConfig.load(run / "config.json")
+        cfg.out = str(run)
+        for name in ("epochs", "device", "match_batch", "log_every"):
+            v = getattr(args, name)
+            if v is not None:
+                setattr(cfg, name, v)
+        train_projector(cfg, resume=True, progress=not args.quiet)
+        return 0
+    values = {f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None}
+    cfg = ProjectConfig(out=args.out, augment=args.augment, skip_bad=args.skip_bad, **values)
+    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
+        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
+    out = train_projector(cfg, progress=not args.quiet)
+    if out["best"] is not None:
+        b = out["best"]
+        print(f"best epoch {b['epoch']}: match same {b['match_error_same']:.3f}, diff {b['match_error_diff']:.3f} "
+              f"(70-px frame) -> {Path(cfg.out) / 'checkpoints' / 'best.safetensors'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "project",
+        help="train a feature projector on a frozen hypercolumn (equivariance loss; resumable)",
+        description="Feature projector as the reference code (protocol.md §3): 1x1 conv + spatial softmax (x6.5 "
+        "for d=64, x7 otherwise), reference loss sum_v |u-v|^0.5 p(v|u) on a 24x24 grid with T=8 (d=64) / 7, "
+        "Adam lr 1e-3 betas (0.5, 0.999) wd 5e-4, cosine over the epochs, batch 32, MoCo face augmentations. "
+        "--mode paper: linear projector and Eq. 3 on (x, TPS(x)) pairs. After each epoch: landmark matching "
+        "on a seeded subset of --val; best.safetensors = lowest different-identity error.",
+        epilog="Example: equinv project --backbone runs/celeba_r18 --arch resnet18 --dim 64 --epochs 10 "
+        "--out runs/proj_r18_d64",
+    )
+    p.add_argument("--backbone", default=None, help="pretraining run dir, weights file, or 'random' (default)")
+    p.add_argument("--arch", default=None, help="resnet18 (default), resnet34, resnet50, resnet50_half")
+    p.add_argument("--layer", type=int, default=None, help="hypercolumn depth (reference --layer; default 4)")
+    p.add_argument("--data", default=None, help="training images; default celeba:../shared/data/celeba?split=not_mafl")
+    p.add_argument("--val", default=None,
+                   help="labelled validation set for matching (never a test split); default CelebA mafl_train")
+    p.add_argument("--val-pairs", type=int, default=None, help="matching pairs per validation (default 500)")
+    p.add_argument("--val-seed", type=int, default=None, help="seed of the validation subset and warps (default 1)")
+    p.add_argument("--mode", choices=["reference", "paper"], default=None, help="reference (default) or paper")
+    p.add_argument("--dim", type=int, default=None, help="projected dimension d (default 64)")
+    p.add_argument("--softargmax-mul", type=float, default=None,
+                   help="softmax multiplier (default 6.5 for d=64, else 7)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="loss logit scale T (default 8 for d=64 reference, else 7)")
+    p.add_argument("--power", type=float, default=None, help="distance exponent (default 0.5 reference, 1 paper)")
+    aug = p.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
+                     help="MoCo face augmentations (default in reference mode)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false",
+                     help="no augmentations (the paper's wording; default in paper mode; caches hypercolumns)")
+    p.add_argument("--tps", default=None, help="paper mode: TPS preset for x' = TPS(x) (default dve)")
+    p.add_argument("--train-size", type=int, default=None, help="training grid side (default 24)")
+    p.add_argument("--size", type=int, default=None, help="input side (default 96)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
+    p.add_argument("--epochs", type=int, default=None, help="default 10")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32")
+    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    p.add_argument("--match-batch", type=int, default=None, help="pairs per matching forward pass (default 16)")
+    p.add_argument("--feature-cache-gb", type=float, default=None,
+                   help="budget for cached hypercolumn maps without augmentation (default 4; 0 = off)")
+    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
+    p.add_argument("--out", default="runs/project", help="run directory (default runs/project)")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN after its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_project)

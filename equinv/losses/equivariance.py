@@ -1,0 +1,122 @@
+"""Equivariance losses for the feature projector (protocol.md §3, §8 item 2, §9).
+
+``reference_equivariance_loss``: the loss the reference code trains with (x' = x, g = identity,
+CL2 ``train_feature_projector.py:493-519``)::
+
+    f_u ← f_u / ‖f_u‖,   p(v|u) = softmax_v(T·⟨f_u, f_v⟩),   L = 1/(B·h·w) Σ_b Σ_u Σ_v ‖u − v‖^power · p(v|u)
+
+with u, v the centres of the feature cells in **input pixels** (a grid at ``stride``), ``T = 7`` and
+``power = 0.5``.
+
+``paper_equivariance_loss``: Eq. 3 of the paper with a known warp between the two images::
+
+    p(v|u) = softmax_v(⟨f1_u, f2_v⟩ / τ),   L = 1/(B·|Ω|) Σ_b Σ_u Σ_v ‖g(u) − v‖^power · p(v|u)
+
+Direction (pitfalls.md item 4): ``equinv.augment.tps.warp_images(x, P)`` makes ``x' = TPS(x)`` whose
+pixel ``u`` samples ``x`` at ``sampling_map(P)[u]``; that map is exact (0.0 px), its inverse is not a TPS.
+So the sum runs over the pixels ``u`` of the **warped** image: ``f1 = Φ(x')``, ``f2 = Φ(x)`` and
+``g(u) = sampling_map(P)(u)`` (the location in ``x`` of pixel ``u`` of ``x'``); no inversion is needed.
+This is also the convention of :class:`~equinv.augment.tps.WarpPair` (``f1 = Φ(view1)``,
+``f2 = Φ(view2)``, ``g = pair.grid``) and of DVE's loss (§7). ``u`` whose ``g(u)`` falls outside ``x``
+(the warp pulled in padding) carry no target and are masked out. :func:`warp_targets` evaluates ``g``
+at the feature-cell centres.
+
+Memory: the correlation is ``(B, h·w, h·w)``; at 24² that is 576² = 0.33 M entries per image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from equinv.augment.tps import TPSParams, map_points
+
+
+def cell_centres(h: int, w: int, stride: float, device=None, dtype=torch.float32) -> Tensor:
+    """``(h·w, 2)`` (x, y) centres of the feature cells in input pixels, row-major.
+
+    Cell ``(i, j)`` of an ``h × w`` map of an ``(h·s) × (w·s)`` input covers input pixels
+    ``[j·s, (j+1)·s)``; its centre is ``(j + ½)·s − ½`` (the ``align_corners=False`` convention).
+    """
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride - 0.5
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * stride - 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((xx.reshape(-1), yy.reshape(-1)), -1)
+
+
+def _flat_normalised(f: Tensor, normalize: bool) -> Tensor:
+    """``(B, d, h, w)`` → ``(B, h·w, d)``, unit vectors per pixel if asked."""
+    f = f.flatten(2).transpose(1, 2)
+    return F.normalize(f, dim=-1) if normalize else f
+
+
+def reference_equivariance_loss(f: Tensor, stride: float, temperature: float = 7.0, power: float = 0.5,
+                                normalize: bool = True) -> Tensor:
+    """The reference's projector loss on one view (identity warp).
+
+    Args:
+        f: ``(B, d, h, w)`` projected features (24² in the reference, stride 96/24 = 4).
+        stride: input pixels per feature cell.
+        temperature: logit multiplier T (τ = 1/T).
+        power: exponent of the distance (0.5 in the code, 1 in the paper).
+        normalize: L2-normalise each pixel's d-vector first (the reference does).
+
+    Returns:
+        scalar: mean over images and source cells of ``Σ_v ‖u − v‖^power p(v|u)``.
+    """
+    b, _, h, w = f.shape
+    x = _flat_normalised(f, normalize)
+    logits = temperature * torch.bmm(x, x.transpose(1, 2))  # (B, hw, hw)
+    p = torch.softmax(logits.float(), dim=-1)
+    c = cell_centres(h, w, stride, f.device, torch.float32)
+    dist = torch.cdist(c, c).pow(power)  # (hw, hw), 0 on the diagonal
+    return (p * dist).sum(-1).mean()
+
+
+def warp_targets(params: TPSParams, h: int, w: int, stride: float, canvas: int, margin: int = 0,
+                 device=None) -> tuple[Tensor, Tensor]:
+    """``g(u)`` at the feature-cell centres of the warped view, and which ``u`` have a target.
+
+    The warp ``params`` acts on a ``canvas × canvas`` image from which ``margin`` px per side are sliced
+    afterwards (136 → 96: margin 20); features of the sliced ``(h·stride)²`` view. Returns targets
+    ``(B, h·w, 2)`` in the sliced view's input pixels (the location in ``x`` of cell ``u`` of ``x'``) and
+    ``(B, h·w)`` bool: the target lies inside the sliced view (±½ px).
+    """
+    c = cell_centres(h, w, stride, device, torch.float64) + margin
+    g = map_points(params, c, canvas, canvas) - margin
+    side_x, side_y = w * stride, h * stride
+    valid = ((g[..., 0] >= -0.5) & (g[..., 0] <= side_x - 0.5) & (g[..., 1] >= -0.5) & (g[..., 1] <= side_y - 0.5))
+    return g.float(), valid
+
+
+def paper_equivariance_loss(f1: Tensor, f2: Tensor, targets: Tensor, stride: float, valid: Tensor | None = None,
+                            temperature: float = 7.0, power: float = 1.0, normalize: bool = True) -> Tensor:
+    """Eq. 3 between a warped view and its source.
+
+    Args:
+        f1: ``(B, d, h, w)`` features of the warped image ``x' = TPS(x)`` (the sum runs over its cells u).
+        f2: ``(B, d, h, w)`` features of ``x``.
+        targets: ``(B, h·w, 2)`` or ``(B, h, w, 2)``: ``g(u)``, the location in ``x`` (input pixels) of
+            cell ``u`` of ``x'``, e.g. from :func:`warp_targets` (or ``WarpPair.grid`` sampled at the
+            cell centres).
+        stride: input pixels per feature cell (v = cell centres of ``f2``, see :func:`cell_centres`).
+        valid: ``(B, h·w)`` or ``(B, h, w)`` bool; cells without a target are left out of the mean.
+        temperature: 1/τ. power: exponent of ``‖g(u) − v‖`` (1 in the paper).
+        normalize: L2-normalise each pixel's vector before the inner product.
+
+    Returns:
+        scalar: mean over (image, valid u) of ``Σ_v ‖g(u) − v‖^power p(v|u)``.
+    """
+    b, _, h, w = f1.shape
+    a = _flat_normalised(f1, normalize)
+    z = _flat_normalised(f2, normalize)
+    p = torch.softmax((temperature * torch.bmm(a, z.transpose(1, 2))).float(), dim=-1)  # (B, hw_1, hw_2)
+    v = cell_centres(f2.shape[-2], f2.shape[-1], stride, f1.device, torch.float32)
+    t = targets.reshape(b, h * w, 2).to(f1.device, torch.float32)
+    dist = torch.cdist(t, v.expand(b, -1, -1)).pow(power)  # (B, hw_1, hw_2)
+    per_u = (p * dist).sum(-1)
+    if valid is None:
+        return per_u.mean()
+    m = valid.reshape(b, h * w).to(per_u.device, per_u.dtype)
+    return (per_u * m).sum() / m.sum().clamp_min(1.0)

@@ -1,0 +1,126 @@
+"""Landmark regressor on frozen hypercolumns (protocol.md §4), factorised by layer.
+
+The reference's ``IntermediateKeypointPredictor(C, nA, nI=50, softargmax_mul=100)`` (from DVE):
+
+1. a 1×1 convolution ``C → nA·nI`` without bias, weights drawn from ``randn`` (std 1);
+2. for each of the ``nA·nI`` maps a softmax over all H·W positions of ``softargmax_mul · map`` and the
+   expected (x, y) on a ``linspace(-1, 1)`` grid (divided by the mass, which is 1);
+3. a grouped 1×1 convolution (``groups = nA``, no bias): landmark ``k``'s (x, y) is a linear function of
+   its own ``nI`` intermediate pairs laid out ``x1, y1, ..., x50, y50``, initialised like
+   ``nn.Linear(2·nI, 2, bias=False)`` (uniform in ±1/√(2·nI)).
+
+The intermediate points lie in [-1, 1]; the output is a linear map of them with no clamp (as in the
+reference), so it lies in [-1, 1] only in practice, not by construction: ``|out| ≤ Σ|w|`` per row.
+
+Step 1 is a :class:`~equinv.models.hypercolumn.FactorisedConv1x1`, so :meth:`KeypointRegressor.forward`
+takes the per-layer maps at their own resolution and never builds the ``(B, C, 48, 48)`` hypercolumn;
+:meth:`KeypointRegressor.forward_dense` takes a materialised hypercolumn and gives the same result.
+``bench/factorised_head.py`` measures the difference (time and peak memory of a training step).
+
+Example::
+
+    hc = Hypercolumn(frozen_trunk("resnet50"), size=48)
+    reg = KeypointRegressor(hc.channels, n_landmarks=5)
+    with torch.no_grad():
+        maps = hc.maps(images)                 # frozen, cacheable
+    pred = reg(maps, 48)                       # (B, 5, 2) in normalised coordinates
+    loss = regression_loss(pred, target)       # smooth_l1(10·pred, 10·gt)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from equinv.models.hypercolumn import FactorisedConv1x1
+
+
+def soft_argmax(maps: Tensor, mul: float = 100.0) -> Tensor:
+    """Expected (x, y) of ``softmax(mul · map)`` over all H·W positions.
+
+    Args:
+        maps: ``(B, N, H, W)`` scores.
+        mul: the softmax multiplier (inverse temperature).
+
+    Returns:
+        ``(B, N, 2)`` (x, y) on the ``linspace(-1, 1)`` grid of each axis (x along W, y along H).
+    """
+    b, n, h, w = maps.shape
+    p = F.softmax(mul * maps.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    px, py = p.sum(2), p.sum(3)  # marginals over x (B, N, W) and over y (B, N, H)
+    mass = px.sum(-1)
+    x = (px * xs).sum(-1) / mass
+    y = (py * ys).sum(-1) / mass
+    return torch.stack([x, y], dim=-1)
+
+
+class KeypointRegressor(nn.Module):
+    """``IntermediateKeypointPredictor`` of the reference, evaluated factorised by layer.
+
+    Args:
+        channels: per-layer channels of the hypercolumn (``Hypercolumn.channels``), or one int.
+        n_landmarks: annotated landmarks K (``nA``).
+        n_heatmaps: intermediate heat-maps per landmark (``nI``, 50).
+        softargmax_mul: softmax multiplier (100).
+
+    ``forward(maps, size)``: per-layer maps (each ``(B, C_l, h_l, w_l)``) → ``(B, K, 2)``; each layer is
+    projected to ``K·nI`` maps at its own resolution, then upsampled bilinearly to ``size``² and summed.
+    ``forward_dense(hypercolumn)``: the same on a materialised ``(B, C, size, size)`` hypercolumn.
+    """
+
+    def __init__(self, channels: Sequence[int] | int, n_landmarks: int, n_heatmaps: int = 50,
+                 softargmax_mul: float = 100.0):
+        super().__init__()
+        channels = (channels,) if isinstance(channels, int) else tuple(channels)
+        self.n_landmarks, self.n_heatmaps, self.softargmax_mul = n_landmarks, n_heatmaps, float(softargmax_mul)
+        self.heatmaps = FactorisedConv1x1(channels, n_landmarks * n_heatmaps, bias=False)
+        self.regressor = nn.Conv2d(2 * n_landmarks * n_heatmaps, 2 * n_landmarks, kernel_size=1,
+                                   groups=n_landmarks, bias=False)
+        self.reset_parameters()
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return self.heatmaps.channels
+
+    def reset_parameters(self) -> None:
+        """randn (std 1) heat-map weights; ``nn.Linear(2·nI, 2)`` default init of each group."""
+        nn.init.normal_(self.heatmaps.weight, 0.0, 1.0)
+        # nn.Linear.reset_parameters: kaiming_uniform_(a=√5) with fan_in 2·nI = U(±1/√(2·nI)); the grouped
+        # conv weight (2K, 2·nI, 1, 1) has the same fan_in, so this is each group's Linear init.
+        nn.init.kaiming_uniform_(self.regressor.weight, a=math.sqrt(5))
+
+    def intermediate(self, heatmaps: Tensor) -> Tensor:
+        """``(B, K·nI, H, W)`` heat-maps → ``(B, K·nI, 2)`` soft-argmax points in [-1, 1]."""
+        return soft_argmax(heatmaps, self.softargmax_mul)
+
+    def _regress(self, heatmaps: Tensor) -> Tensor:
+        pts = self.intermediate(heatmaps)  # (B, K·nI, 2): landmark k owns rows k·nI .. (k+1)·nI - 1
+        b = pts.shape[0]
+        flat = pts.reshape(b, -1, 1, 1)  # x1, y1, ..., x50, y50 per landmark, landmarks in order
+        return self.regressor(flat).reshape(b, self.n_landmarks, 2)
+
+    def forward(self, maps: Sequence[Tensor] | Tensor, size: int = 48) -> Tensor:
+        if torch.is_tensor(maps):
+            maps = [maps]
+        return self._regress(self.heatmaps(maps, size))
+
+    def forward_dense(self, hypercolumn: Tensor) -> Tensor:
+        return self._regress(self.heatmaps.dense(hypercolumn))
+
+
+def regression_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:
+    """``smooth_l1(10·pred, 10·gt)`` (β = 1, mean) (protocol §4).
+
+    With ``visible`` (``(B, K)`` bool), invisible points have both pred and gt set to 0, so they still
+    count in the mean's denominator (the reference's CUB loss).
+    """
+    if visible is not None:
+        m = visible[..., None].to(pred.dtype)
+        pred, target = pred * m, target * m
+    return F.smooth_l1_loss(10.0 * pred, 10.0 * target, beta=1.0)

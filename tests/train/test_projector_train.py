@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+
+from equinv.cli import main
+from equinv.train.checkpoint import Checkpoint
+from equinv.train.projector import ProjectConfig, load_projector
+
+DATA = "synthetic:32?size=64"
+VAL = "synthetic:8?size=64&seed=1"
+
+
+def _args(out, *extra):
+    return ["project", "--backbone", "random", "--arch", "resnet18", "--data", DATA, "--val", VAL,
+            "--val-pairs", "4", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--quiet", *extra]
+
+
+def test_project_cli_two_epochs_then_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_args(run, "--epochs", "2", "--dim", "16")) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "match same" in out
+    ck = run / "checkpoints"
+    assert (ck / "best.safetensors").is_file() and (ck / "last.safetensors").is_file()
+    last = Checkpoint(ck / "last.safetensors")
+    assert last.meta["epoch"] == 2 and last.optimizer is not None
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    vals = [r["val"] for r in rows if "val" in r]
+    assert len(vals) == 2 and all(v["n_pairs"] == 4 for v in vals)
+    best = min(vals, key=lambda v: v["match_error_diff"])
+    assert last.meta["best"]["match_error_diff"] == pytest.approx(best["match_error_diff"])
+    cfg = ProjectConfig.load(run / "config.json")
+    assert cfg.dim == 16 and cfg.loss_temperature == 7.0 and cfg.use_augment
+    proj, _ = load_projector(run)
+    y = proj([torch.randn(1, c, 3, 3) for c in proj.channels], 6)
+    assert y.shape == (1, 16, 6, 6)
+    # resume: one more epoch only
+    assert main(["project", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 3/3" in out and "epoch 1/" not in out
+    assert Checkpoint(ck / "last.safetensors").meta["epoch"] == 3
+    # an existing run is not overwritten
+    assert main(_args(run, "--epochs", "1")) == 2
+
+
+def test_project_paper_mode_no_augment_cached(tmp_path, capsys):
+    run = tmp_path / "paper"
+    assert main(_args(run, "--epochs", "1", "--mode", "paper", "--dim", "8", "--max-images", "16")) == 0
+    cfg = ProjectConfig.load(run / "config.json")
+    assert cfg.mode == "paper" and not cfg.use_augment and cfg.loss_power == 1.0
+    assert Checkpoint(run / "checkpoints" / "best.safetensors").model["conv.conv.weight"].shape[0] == 8
+    assert "conv.conv.bias" not in Checkpoint(run / "checkpoints" / "last.safetensors").model
+
+
+def test_project_refuses_test_split(tmp_path, capsys):
+    assert main(_args(tmp_path / "x", "--val", "celeba:/nowhere?split=mafl_test")) == 2
+
+
+def test_feature_cache_hits_and_budget():
+    from equinv.train.projector import FeatureCache
+
+    calls = []
+
+    def compute(idx):
+        calls.append(idx.tolist())
+        return [idx.float()[:, None, None, None].expand(-1, 2, 3, 3).clone()]
+
+    cache = FeatureCache(5, budget_gb=1.0)
+    idx = torch.tensor([3, 1])
+    a = cache.get(idx, lambda: compute(idx))
+    b = cache.get(idx, lambda: compute(idx))
+    assert len(calls) == 1 and torch.equal(a[0], b[0])
+    cache.get(torch.tensor([0, 3]), lambda: compute(torch.tensor([0, 3])))
+    assert len(calls) == 2
+    tiny = FeatureCache(10**9, budget_gb=1e-6)
+    tiny.get(idx, lambda: compute(idx))
+    assert not tiny.enabled
