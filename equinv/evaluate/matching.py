@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
+from equinv.evaluate.descriptors import layerwise_normalize
 
 DescriptorFn = Callable[[Tensor], Tensor]
 
@@ -41,13 +42,6 @@ def to_dve70(px: Tensor, size: int) -> Tensor:
     """Pixels of a ``size`` frame → normalised ``2·px/(size − 1) − 1`` → the 70-px DVE frame ``(n+1)/2·69``."""
     n = 2.0 * px / (size - 1) - 1.0
     return (n + 1.0) / 2.0 * 69.0
-
-
-def layerwise_normalize(desc: Tensor, channels: Sequence[int] | None = None) -> Tensor:
-    """L2-normalise each channel block of ``(B, C, H, W)`` per pixel (one block when ``channels`` is None)."""
-    if channels is None:
-        return F.normalize(desc, dim=1)
-    return torch.cat([F.normalize(d, dim=1) for d in torch.split(desc, list(channels), dim=1)], dim=1)
 
 
 def hypercolumn_descriptors(hypercolumn, size: int = 96) -> DescriptorFn:
