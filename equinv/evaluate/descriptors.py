@@ -99,28 +99,11 @@ def raw_hypercolumn(hypercolumn, x: Tensor, size: int) -> Tensor:
 
 
 def load_projector(path: str | Path, device="cpu"):
-    """A trained projector (run dir or ``.safetensors``), imported lazily from the projector modules.
+    """A trained projector from a ``equinv project`` run dir or its ``.safetensors`` checkpoint."""
+    from equinv.train.projector import load_projector as _load
 
-    Raises :class:`~equinv.errors.InputError` where this checkout has no projector code.
-    """
-    from equinv.errors import InputError
-
-    here = Path(__file__).resolve().parents[1]
-    if not (here / "models" / "projector.py").exists():
-        raise InputError("this equinv has no feature projector (equinv/models/projector.py)", path)
-    if (here / "train" / "projector.py").exists():
-        from equinv.train.projector import load_projector as _load
-
-        proj, _ = _load(path, device)
-        return proj
-    from equinv.models.projector import Projector  # pragma: no cover - minimal fallback
-    from equinv.train.checkpoint import Checkpoint  # pragma: no cover
-
-    ck = Checkpoint(Path(path), device="cpu")  # pragma: no cover
-    cfg = ck.meta.get("config", {})  # pragma: no cover
-    proj = Projector(ck.meta["channels"], cfg.get("dim", 64), cfg.get("projector_mode", "softmax"))  # pragma: no cover
-    proj.load_state_dict(ck.model)  # pragma: no cover
-    return proj.to(device).eval()  # pragma: no cover
+    proj, _ = _load(path, device)
+    return proj
 
 
 @torch.no_grad()

@@ -1,0 +1,1 @@
+"""Run records (JSON) and report pages."""
