@@ -22,7 +22,7 @@ import os
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,12 +39,15 @@ from equinv.models.backbones import load_backbone, save_backbone
 from equinv.models.moco import MoCo
 from equinv.train import distributed as D
 from equinv.train.checkpoint import Checkpoint, save_checkpoint
+from equinv.train.config import JsonConfig
 from equinv.train.views import ViewMaker
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(JsonConfig):
     """Everything that defines a pretraining run (saved as ``RUN/config.json``)."""
+
+    run_kind = "pretraining run"
 
     data: list[str] = field(default_factory=list)
     out: str = "runs/pretrain"
@@ -80,19 +83,6 @@ class PretrainConfig:
     def effective_lr(self) -> float:
         """``lr`` if given, else ``base_lr × batch_size / 256`` (linear scaling from the reference)."""
         return self.lr if self.lr is not None else self.base_lr * self.batch_size / 256
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> PretrainConfig:
-        if not path.is_file():
-            raise InputError("no config.json: not a pretraining run directory", path.parent)
-        raw = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:

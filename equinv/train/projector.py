@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -50,6 +49,7 @@ from equinv.losses.equivariance import paper_equivariance_loss, reference_equiva
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 from equinv.models.projector import Projector
 from equinv.train.checkpoint import Checkpoint, save_checkpoint
+from equinv.train.config import JsonConfig
 from equinv.train.pretrain import step_seed
 
 DEFAULT_DATA = "celeba:../shared/data/celeba?split=not_mafl"
@@ -57,8 +57,10 @@ DEFAULT_VAL = "celeba:../shared/data/celeba?split=mafl_train"
 
 
 @dataclass
-class ProjectConfig:
+class ProjectConfig(JsonConfig):
     """Everything that defines a projector run (saved as ``RUN/config.json``)."""
+
+    run_kind = "projector run"
 
     backbone: str = "random"  # pretraining run dir, weights file, or "random" (seeded random init)
     arch: str = "resnet18"
@@ -127,19 +129,6 @@ class ProjectConfig:
             raise InputError(f"--val {self.val!r} looks like a test split; model selection must not see test data")
         if self.size % self.train_size:
             raise InputError(f"--train-size {self.train_size} must divide --size {self.size}")
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> ProjectConfig:
-        if not path.is_file():
-            raise InputError("no config.json: not a projector run directory", path.parent)
-        raw = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 class FeatureCache:
