@@ -77,9 +77,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DVE_ARCHS = ("smallnet", "hourglass")
+
+
+def _is_dve_run(run: Path) -> bool:
+    import json
+
+    cfg = run / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("arch") in DVE_ARCHS
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from equinv.train.pretrain import PretrainConfig, pretrain
 
+    if args.method == "dve" or (args.resume and _is_dve_run(Path(args.resume))):
+        # The DVE baseline (protocol §7) shares this command's data, run-directory and resume options.
+        from equinv.commands.dve import cmd_pretrain_dve
+
+        if args.arch is not None and args.arch not in DVE_ARCHS:
+            raise InputError(f"--method dve trains {' or '.join(DVE_ARCHS)}, not --arch {args.arch}")
+        return cmd_pretrain_dve(args)
+    if args.arch in DVE_ARCHS:
+        raise InputError(f"--arch {args.arch} is a DVE network: add --method dve")
     if args.resume:
         run = Path(args.resume)
         cfg = PretrainConfig.load(run / "config.json")
@@ -121,8 +140,10 @@ def add_pretrain_parser(sub) -> None:
     p.add_argument("--data", action="append", metavar="KIND:PATH", help=SPEC_HELP + " (repeatable)")
     p.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"], default=None,
-                   help="backbone (default resnet18)")
+    p.add_argument("--method", choices=["moco", "dve"], default="moco",
+                   help="moco (default): invariant learning; dve: the DVE baseline (Thewlis et al. 2019) on TPS pairs")
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet50_half", *DVE_ARCHS], default=None,
+                   help="backbone (default resnet18; with --method dve: hourglass (default) or smallnet)")
     p.add_argument("--init", metavar="WEIGHTS", default=None,
                    help="start from trunk weights: a torchvision state dict (e.g. ImageNet .pth), "
                    "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")

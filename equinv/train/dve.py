@@ -45,6 +45,7 @@ from equinv.data.preprocess import FACE_CONTEXT, Preprocess
 from equinv.errors import InputError
 from equinv.losses.dve import dve_loss
 from equinv.models.dve import ARCHS, build_dve, count_parameters, save_dve
+from equinv.train.config import JsonConfig
 from equinv.train.checkpoint import Checkpoint, save_checkpoint
 from equinv.train.pretrain import build_images, step_seed
 
@@ -55,8 +56,10 @@ ARCH_DEFAULTS = {
 
 
 @dataclass
-class DVEConfig:
+class DVEConfig(JsonConfig):
     """A DVE training run (saved as ``RUN/config.json``). ``None`` fields take the arch's defaults."""
+
+    run_kind = "DVE run"
 
     data: list[str] = field(default_factory=list)
     out: str = "runs/dve"
@@ -103,19 +106,6 @@ class DVEConfig:
     def lr_at(self, epoch: int, base: float) -> float:
         """Learning rate of (1-based) ``epoch``: ``base · gamma^#{m in milestones : m < epoch}``."""
         return base * self.gamma ** sum(1 for m in (self.milestones or []) if m < epoch)
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> DVEConfig:
-        if not path.is_file():
-            raise InputError("no config.json: not a DVE run directory", path.parent)
-        raw = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 def make_pairs(images: torch.Tensor, size: int, input_size: int, generator: torch.Generator
@@ -232,8 +222,8 @@ def train_dve(cfg: DVEConfig, resume: bool = False, progress: bool = True) -> Pa
             bar.update()
             if global_step % cfg.log_every == 0 or step + 1 == steps_per_epoch:
                 dt = time.perf_counter() - t_last
-                row = {"step": global_step, "epoch": epoch, "loss": float(loss), "lr": opt.param_groups[0]["lr"],
-                       "img_per_s": n_last / max(dt, 1e-9)}
+                row = {"step": global_step, "epoch": epoch, "loss": float(loss.detach()),
+                       "lr": opt.param_groups[0]["lr"], "img_per_s": n_last / max(dt, 1e-9)}
                 if device.type == "cuda":
                     row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
                 t_last, n_last = time.perf_counter(), 0

@@ -111,3 +111,20 @@ def test_init_from_torchvision_state_dict(tmp_path):
     assert torch.equal(w["encoder_q.backbone.conv1.weight"], tv.state_dict()["conv1.weight"])
     # the key encoder too, up to the rounding of its momentum updates (0.999·w + 0.001·w)
     assert torch.allclose(w["encoder_k.backbone.layer4.1.conv2.weight"], tv.state_dict()["layer4.1.conv2.weight"])
+
+
+def test_pretrain_method_dve_and_its_resume(tmp_path, capsys):
+    from equinv.cli import main
+
+    out = tmp_path / "dve"
+    args = ["pretrain", "--method", "dve", "--arch", "smallnet", "--data", "synthetic:16?size=64", "--size", "24",
+            "--dim", "8", "--batch-size", "8", "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    assert (out / "descriptor.safetensors").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arch"] == "smallnet" and cfg["dim"] == 8
+    assert main(["pretrain", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0  # detected as a DVE run
+    assert Checkpoint(out / "checkpoints" / "last.safetensors").meta["epoch"] == 3
+    assert main(["pretrain", "--method", "dve", "--arch", "resnet18", "--data", "synthetic:4?size=64"]) == 2
+    assert main(["pretrain", "--arch", "hourglass", "--data", "synthetic:4?size=64"]) == 2
+    assert "--method dve" in capsys.readouterr().err
