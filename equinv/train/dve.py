@@ -32,7 +32,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,8 +45,8 @@ from equinv.data.preprocess import FACE_CONTEXT, Preprocess
 from equinv.errors import InputError
 from equinv.losses.dve import dve_loss
 from equinv.models.dve import ARCHS, build_dve, count_parameters, save_dve
-from equinv.train.config import JsonConfig
 from equinv.train.checkpoint import Checkpoint, save_checkpoint
+from equinv.train.config import JsonConfig
 from equinv.train.pretrain import build_images, step_seed
 
 ARCH_DEFAULTS = {
