@@ -1,0 +1,470 @@
+"""Landmark regression on frozen features (protocol §4): cache features once, then train the regressor.
+
+Pipeline of :func:`run_regression`:
+
+1. Every image of the train / val / test specs goes through the frozen trunk **once**; its per-layer native
+   maps (the factorised hypercolumn, :meth:`Hypercolumn.maps`) are stored in fp16 in memory or, with
+   ``cache_dir``, in ``.npy`` memmaps under it (reused by a later run with the same key). Epochs then only
+   read these tensors, so the backbone is never run again (``FeatureSet.backbone_images`` counts the images
+   that went through the trunk; ``tests/evaluate/test_regression.py`` checks it).
+2. :class:`~equinv.models.regressor.KeypointRegressor` is trained on them: Adam(lr, betas (0.5, 0.999)),
+   batch 32, ``smooth_l1(10·pred, 10·gt)`` on ``kp_n = 2·kp/(W−1) − 1`` (W = 96, the final view),
+   CosineAnnealingLR(T_max = epochs, eta_min = lr·8e-4) stepped at the *start* of each epoch as the reference
+   does (so epoch 1 already runs at η(1)).
+3. The epoch with the best validation metric (IOD error when the data has eye indices, else PCK) is kept;
+   without ``val`` the last epoch is used (the reference faces have no validation split). The test specs
+   are only evaluated with the kept weights, never used for selection.
+
+Limited annotations (``n_train``): a seeded subset of N training images per repeat (the reference draws
+without a seed, §8.12), tiled ``floor(min(1000, |train|)/N)`` times per epoch as the reference sampler does;
+lr 1e-2 / wd 5e-2 by default when N ≤ 100, else 1e-3 / 5e-4. With ``tps_aug`` each selected image also gets
+``tps_copies`` fixed TPS-warped copies (the reference ``WarperSingle`` "paper" preset, on the 136-px canvas
+before the centre crop, landmarks moved with the warp). The reference draws a fresh warp every epoch; this
+would mean running the backbone every epoch, so a fixed set of copies is precomputed instead (the copies
+are cycled through the tiled epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import platform
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from torch import Tensor
+
+from equinv.data.dataset import LandmarkDataset, final_view
+from equinv.data.preprocess import Preprocess
+from equinv.data.spec import parse_spec, read_index
+from equinv.errors import InputError, SkipLog
+from equinv.evaluate.descriptors import prepare_input, stats_for_kind
+from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
+from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
+from equinv.models.regressor import KeypointRegressor, regression_loss
+
+
+@dataclass
+class RegressionConfig:
+    """Everything that defines a regression evaluation (written into the result JSON).
+
+    ``lr`` / ``wd`` ``None`` pick the protocol defaults (1e-3 / 5e-4; 1e-2 / 5e-2 when N ≤ 100).
+    ``n_train`` ``[None]`` means all annotations. ``layers``: the reference ``--layer`` (taps deepest first).
+    """
+
+    train: str
+    test: list[str]
+    val: str | None = None
+    backbone: str = "random"
+    arch: str = "resnet18"
+    layers: int = 4
+    epochs: int = 50
+    lr: float | None = None
+    wd: float | None = None
+    batch_size: int = 32
+    n_train: list[int | None] = field(default_factory=lambda: [None])
+    repeats: int = 1
+    tile_to: int = 1000
+    tps_aug: bool = False
+    tps_copies: int = 8
+    seed: int = 0
+    image_size: int = 96
+    grid: int = 48
+    n_heatmaps: int = 50
+    paper_pck: bool = False
+    eval_batch_size: int = 32
+    pck_alpha: float = 0.05
+    device: str | None = None
+    cache_dir: str | None = None
+    feature_batch: int = 64
+
+
+def default_hparams(n: int | None) -> tuple[float, float]:
+    """Protocol lr / wd: 1e-2 / 5e-2 with ≤ 100 annotations, else the faces' 1e-3 / 5e-4."""
+    return (1e-2, 5e-2) if n is not None and n <= 100 else (1e-3, 5e-4)
+
+
+def _weights(backbone: str | None):
+    return None if backbone in (None, "", "random", "none") else backbone
+
+
+# ----------------------------------------------------------------------------- features
+@dataclass
+class FeatureSet:
+    """Cached frozen features of one dataset.
+
+    Attributes:
+        maps: per-tap ``(N, C_l, h_l, w_l)`` fp16 tensors (or numpy memmaps), in tap order.
+        landmarks: ``(N, K, 2)`` normalised ``[-1, 1]`` coordinates of the final view.
+        visible: ``(N, K)`` bool.
+        eyes: inter-ocular indices or ``None``.
+        spec: the dataset spec.
+        backbone_images: images passed through the trunk to build this set (0 when read from the cache).
+    """
+
+    maps: list
+    landmarks: Tensor
+    visible: Tensor
+    eyes: tuple[int, int] | None
+    spec: str
+    backbone_images: int = 0
+
+    def __len__(self) -> int:
+        return self.landmarks.shape[0]
+
+    def batch(self, idx, device) -> list[Tensor]:
+        """The maps of rows ``idx`` as float32 tensors on ``device``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = []
+        for m in self.maps:
+            if isinstance(m, np.ndarray):
+                order = np.argsort(idx, kind="stable")
+                rows = np.empty((len(idx), *m.shape[1:]), m.dtype)
+                rows[order] = m[idx[order]]
+                t = torch.from_numpy(rows)
+            else:
+                t = m[torch.from_numpy(idx)]
+            out.append(t.to(device, non_blocking=True).float())
+        return out
+
+
+def normalise_points(kp: Tensor, width: int) -> Tensor:
+    """Final-view pixels → ``[-1, 1]``: ``kp_n = 2·kp/(W−1) − 1`` (protocol §4)."""
+    return 2.0 * kp / (width - 1) - 1.0
+
+
+def _feature_key(spec: str, trunk_id: str, taps, pre: Preprocess, extra: str = "") -> str:
+    h = hashlib.sha256(json.dumps([spec, trunk_id, list(taps), pre.as_dict(), extra], sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def extract_features(ds: LandmarkDataset, hc: Hypercolumn, stats: str, device, *, batch: int = 64,
+                     spec: str = "", eyes=None, cache_dir: str | Path | None = None, cache_key: str | None = None,
+                     rows: np.ndarray | None = None, tps_copies: int = 0, generator: torch.Generator | None = None
+                     ) -> FeatureSet:
+    """Run the frozen trunk once over ``ds`` (or its ``rows``) and keep the fp16 native maps.
+
+    With ``tps_copies > 0`` every image is instead represented by that many TPS-warped copies (warped on the
+    canvas before the centre crop, landmarks moved by the warp and marked invisible where lost); the rows are
+    ordered image-major (copies of image 0 first).
+    """
+    from equinv.augment.tps import random_tps
+
+    rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
+    copies = max(1, tps_copies)
+    n = len(rows) * copies
+    pre = ds.pre
+    with torch.no_grad():
+        probe = hc.maps(torch.zeros(1, 3, pre.size, pre.size, device=device))
+    shapes = [(n, *p.shape[1:]) for p in probe]
+    k = len(ds.names)
+
+    target = None
+    if cache_dir is not None and cache_key is not None:
+        target = Path(cache_dir) / cache_key
+        done = target / "done.json"
+        if done.exists():
+            maps = [np.load(target / f"tap{i}.npy", mmap_mode="r") for i in range(len(shapes))]
+            lm = torch.from_numpy(np.load(target / "landmarks.npy"))
+            vis = torch.from_numpy(np.load(target / "visible.npy"))
+            if all(tuple(m.shape) == s for m, s in zip(maps, shapes, strict=True)) and lm.shape[0] == n:
+                return FeatureSet(maps, lm, vis, eyes, spec, 0)
+        target.mkdir(parents=True, exist_ok=True)
+        maps = [open_memmap(target / f"tap{i}.npy", mode="w+", dtype=np.float16, shape=s) for i, s in enumerate(shapes)]
+    else:
+        maps = [torch.empty(s, dtype=torch.float16) for s in shapes]
+    landmarks = torch.zeros(n, k, 2)
+    visible = torch.zeros(n, k, dtype=torch.bool)
+
+    passed = 0
+    per = max(1, batch // copies)
+    for s in range(0, len(rows), per):
+        b = ds.__getitems__(rows[s : s + per].tolist())
+        if tps_copies > 0:
+            img = b["image"].float().div(255.0).repeat_interleave(copies, 0)
+            lm = b["landmarks"].repeat_interleave(copies, 0)
+            vis = b["visible"].repeat_interleave(copies, 0)
+            img, lm, vis = random_tps(img, lm, vis, "paper", generator)
+            b = {"image": img.clamp(0, 1), "landmarks": lm, "visible": vis}
+        view = final_view(b, pre)
+        x = prepare_input(view["image"], None, stats, device)
+        out = hc.maps(x)
+        passed += x.shape[0]
+        lo, hi = s * copies, s * copies + x.shape[0]
+        for m, o in zip(maps, out, strict=True):
+            o16 = o.to(torch.float16).cpu()
+            if isinstance(m, np.ndarray):
+                m[lo:hi] = o16.numpy()
+            else:
+                m[lo:hi] = o16
+        landmarks[lo:hi] = normalise_points(view["landmarks"].float(), pre.size)
+        visible[lo:hi] = view["visible"]
+    if target is not None:
+        for m in maps:
+            m.flush()
+        np.save(target / "landmarks.npy", landmarks.numpy())
+        np.save(target / "visible.npy", visible.numpy())
+        (target / "done.json").write_text(json.dumps({"spec": spec, "n": n}))
+    return FeatureSet(maps, landmarks, visible, eyes, spec, passed)
+
+
+# ----------------------------------------------------------------------------- training
+@torch.no_grad()
+def predict(reg: KeypointRegressor, fs: FeatureSet, device, batch: int = 64, grid: int = 48) -> Tensor:
+    """``(N, K, 2)`` normalised predictions for every row of ``fs`` (on the CPU)."""
+    reg.eval()
+    out = [reg(fs.batch(range(s, min(s + batch, len(fs))), device), grid).float().cpu()
+           for s in range(0, len(fs), batch)]
+    return torch.cat(out)
+
+
+def evaluate_predictions(pred: Tensor, fs: FeatureSet, *, image_size: int = 96, alpha: float = 0.05,
+                         paper: bool = False, eval_batch_size: int = 32) -> dict:
+    """All metrics of normalised predictions against ``fs``'s ground truth.
+
+    IOD error (when the data has eye indices) in normalised coordinates; correct PCK in the
+    ``image_size``-px final view; the reference PCK with ``paper``.
+    """
+    gt, vis = fs.landmarks, fs.visible
+    res: dict = {"n_images": len(fs)}
+    if fs.eyes is not None:
+        res["iod_error_percent"] = float(iod_error(pred, gt, fs.eyes, vis).mean())
+        res["per_landmark"] = torch.nanmean(per_landmark_errors(pred, gt, fs.eyes, vis), 0).tolist()
+    else:
+        res["iod_error_percent"] = None
+    to_px = (image_size - 1) / 2.0
+    p = pck((pred + 1) * to_px, (gt + 1) * to_px, vis, image_size, alpha)
+    res["pck"] = p["pck"]
+    res["pck_per_landmark"] = p["per_landmark"]
+    if fs.eyes is None:
+        res["per_landmark"] = p["per_landmark"]
+    if paper:
+        pp = paper_pck(pred, gt, vis, eval_batch_size, alpha)
+        res["paper_pck"] = pp["pck"]
+        res["paper_pck_per_landmark"] = pp["per_landmark"]
+    return res
+
+
+def _score(res: dict) -> float:
+    """Lower is better: the IOD error, or −PCK without eye indices."""
+    return res["iod_error_percent"] if res["iod_error_percent"] is not None else -res["pck"]
+
+
+def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: float, batch_size: int = 32,
+                    tile: int = 1, val: FeatureSet | None = None, device="cpu", seed: int = 0, grid: int = 48,
+                    image_size: int = 96, alpha: float = 0.05, n_heatmaps: int = 50,
+                    log=None) -> tuple[KeypointRegressor, dict]:
+    """Train a :class:`KeypointRegressor` on cached features; returns the kept model and a training log.
+
+    ``tile`` repeats the training rows per epoch (the reference's limited-annotation sampler). The model of
+    the epoch with the best validation score is returned (the last epoch without ``val``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reg = KeypointRegressor(channels, train.landmarks.shape[1], n_heatmaps=n_heatmaps).to(device)
+    opt = torch.optim.Adam(reg.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 8e-4)
+    n = len(train)
+    best, best_state, best_epoch, history = math.inf, None, 0, []
+    for epoch in range(1, epochs + 1):
+        with warnings.catch_warnings():  # the reference steps at the start of each epoch (η(1) first)
+            warnings.simplefilter("ignore", UserWarning)
+            sched.step()
+        reg.train()
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(tile)]).numpy()
+        total, steps = 0.0, 0
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            maps = train.batch(idx, device)
+            gt = train.landmarks[idx].to(device)
+            vis = train.visible[idx].to(device)
+            loss = regression_loss(reg(maps, grid), gt, None if bool(vis.all()) else vis)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            steps += 1
+        entry = {"epoch": epoch, "loss": total / max(1, steps), "lr": opt.param_groups[0]["lr"]}
+        if val is not None:
+            r = evaluate_predictions(predict(reg, val, device, grid=grid), val, image_size=image_size, alpha=alpha)
+            entry["val"] = _score(r)
+            if entry["val"] < best:
+                best, best_epoch = entry["val"], epoch
+                best_state = copy.deepcopy(reg.state_dict())
+        history.append(entry)
+        if log is not None:
+            log(entry)
+    if best_state is not None:
+        reg.load_state_dict(best_state)
+    else:
+        best_epoch = epochs
+    return reg, {"selected_epoch": best_epoch, "selection": "best val" if val is not None else "last epoch",
+                 "history": history}
+
+
+# ----------------------------------------------------------------------------- driver
+def _versions() -> dict:
+    import torchvision
+
+    import equinv
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "equinv": equinv.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _load(spec: str, pre: Preprocess, log: SkipLog) -> tuple[LandmarkDataset, str, tuple[int, int] | None]:
+    parsed = parse_spec(spec)
+    index = read_index(parsed, log)
+    if not index.names:
+        raise InputError(f"{spec} has no landmark annotations")
+    ds = LandmarkDataset(index, pre)
+    ds.prepare(log, progress=False)
+    if len(ds) == 0:
+        raise InputError(f"no usable images in {spec}")
+    return ds, parsed.kind, index.eyes
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return None, None
+    a = np.asarray(v, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trunk=None, log=None) -> dict:
+    """Train and evaluate the landmark regressor as configured; writes ``out/regression.json`` when ``out``.
+
+    ``trunk``: an already built frozen trunk (for tests); default ``frozen_trunk(arch, backbone, seed)``.
+    Returns the result dictionary (top-level ``iod_error_percent``, ``pck``, ``per_landmark``, ``std`` are
+    those of the first ``n_train`` entry on the first test spec; ``runs`` has all of them).
+    """
+    if not cfg.test:
+        raise InputError("give at least one test spec")
+    if cfg.epochs < 1 or cfg.repeats < 1 or cfg.batch_size < 1:
+        raise InputError("epochs, repeats and batch size must be positive")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    weights = _weights(cfg.backbone)
+    if trunk is None:
+        trunk = frozen_trunk(cfg.arch, weights, seed=cfg.seed)
+    hc = Hypercolumn(trunk, reference_taps(cfg.layers), size=cfg.grid).to(device).eval()
+    pre = Preprocess(size=cfg.image_size)
+    trunk_id = json.dumps([cfg.arch, "random" if weights is None else str(Path(weights).resolve()), cfg.seed])
+    logsk = SkipLog()
+
+    def features(spec: str, rows=None, copies=0, gen=None, extra="") -> tuple[FeatureSet, LandmarkDataset]:
+        ds, kind, eyes = _load(spec, pre, logsk)
+        key = _feature_key(spec, trunk_id, hc.taps, ds.pre, extra) if cfg.cache_dir else None
+        fs = extract_features(ds, hc, stats_for_kind(kind), device, batch=cfg.feature_batch, spec=spec, eyes=eyes,
+                              cache_dir=cfg.cache_dir, cache_key=key, rows=rows, tps_copies=copies, generator=gen)
+        return fs, ds
+
+    train_fs, train_ds = features(cfg.train)
+    val_fs = features(cfg.val)[0] if cfg.val else None
+    test_fs = [features(t)[0] for t in cfg.test]
+    backbone_images = train_fs.backbone_images + (val_fs.backbone_images if val_fs else 0)
+    backbone_images += sum(f.backbone_images for f in test_fs)
+
+    runs = []
+    for n_req in cfg.n_train:
+        n_all = len(train_fs)
+        if n_req is not None and not 1 <= n_req <= n_all:
+            raise InputError(f"--n-train {n_req} is outside 1..{n_all} (training images)")
+        lr_d, wd_d = default_hparams(n_req)
+        lr = cfg.lr if cfg.lr is not None else lr_d
+        wd = cfg.wd if cfg.wd is not None else wd_d
+        repeats = cfg.repeats if n_req is not None else 1
+        per_test: list[list[dict]] = [[] for _ in cfg.test]
+        reps = []
+        for r in range(repeats):
+            seed = cfg.seed * 1000003 + (n_req or 0) * 101 + r
+            rng = np.random.default_rng(seed)
+            tile = 1
+            if n_req is None:
+                sub = train_fs
+                rows = None
+            else:
+                rows = np.sort(rng.choice(n_all, size=n_req, replace=False))
+                tile = max(1, min(cfg.tile_to, n_all) // n_req)
+                if cfg.tps_aug:
+                    gen = torch.Generator().manual_seed(seed)
+                    sub = extract_features(train_ds, hc, stats_for_kind(train_ds.index.kind), device,
+                                           batch=cfg.feature_batch, spec=cfg.train, eyes=train_fs.eyes, rows=rows,
+                                           tps_copies=cfg.tps_copies, generator=gen)
+                    backbone_images += sub.backbone_images
+                    # image-major copies: one epoch visits each (image, copy) once, ~tile times per image
+                    tile = max(1, math.ceil(tile / cfg.tps_copies))
+                else:
+                    t_rows = torch.from_numpy(rows)
+                    sub = FeatureSet([m[rows] if isinstance(m, np.ndarray) else m[t_rows] for m in train_fs.maps],
+                                     train_fs.landmarks[t_rows], train_fs.visible[t_rows], train_fs.eyes, cfg.train)
+            reg, info = train_regressor(sub, hc.channels, epochs=cfg.epochs, lr=lr, wd=wd, batch_size=cfg.batch_size,
+                                        tile=tile, val=val_fs, device=device, seed=seed, grid=cfg.grid,
+                                        image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
+                                        log=log)
+            rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
+                   "final_loss": info["history"][-1]["loss"],
+                   "train_rows": rows.tolist() if rows is not None else None, "tests": {}}
+            for i, (spec, fs) in enumerate(zip(cfg.test, test_fs, strict=True)):
+                res = evaluate_predictions(predict(reg, fs, device, grid=cfg.grid), fs, image_size=cfg.image_size,
+                                           alpha=cfg.pck_alpha, paper=cfg.paper_pck,
+                                           eval_batch_size=cfg.eval_batch_size)
+                per_test[i].append(res)
+                rep["tests"][spec] = {k: res.get(k) for k in ("iod_error_percent", "pck", "paper_pck")}
+            rep["selection"] = info["selection"]
+            reps.append(rep)
+        tests = {}
+        for spec, results in zip(cfg.test, per_test, strict=True):
+            summary: dict = {}
+            for key in ("iod_error_percent", "pck", "paper_pck"):
+                m, s = _mean_std([res.get(key) for res in results])
+                summary[key], summary[f"{key}_std"] = m, s
+            for key in ("per_landmark", "pck_per_landmark", "paper_pck_per_landmark"):
+                if results[0].get(key) is not None:
+                    summary[key] = np.nanmean(np.asarray([res[key] for res in results], np.float64), 0).tolist()
+            summary["std"] = summary["iod_error_percent_std"] if summary["iod_error_percent"] is not None \
+                else summary["pck_std"]
+            summary["n_images"] = results[0]["n_images"]
+            tests[spec] = summary
+        runs.append({"n_train": n_req if n_req is not None else n_all, "all_annotations": n_req is None,
+                     "repeats": repeats, "lr": lr, "wd": wd, "tests": tests, "per_repeat": reps})
+
+    first = runs[0]["tests"][cfg.test[0]]
+    result = {
+        "iod_error_percent": first["iod_error_percent"],
+        "pck": first["pck"],
+        "paper_pck": first.get("paper_pck"),
+        "per_landmark": first.get("per_landmark"),
+        "n_train": runs[0]["n_train"],
+        "repeats": runs[0]["repeats"],
+        "std": first["std"],
+        "runs": runs,
+        "config": asdict(cfg),
+        "datasets": {"train": cfg.train, "val": cfg.val, "test": list(cfg.test), "n_train_images": len(train_fs),
+                     "n_val_images": len(val_fs) if val_fs else 0, "n_test_images": [len(f) for f in test_fs]},
+        "landmark_names": list(train_ds.names),
+        "eyes": list(train_fs.eyes) if train_fs.eyes else None,
+        "taps": list(hc.taps),
+        "channels": list(hc.channels),
+        "seed": cfg.seed,
+        "backbone_images": backbone_images,
+        "device": str(device),
+        "selection": "best validation metric" if cfg.val else "last epoch (no validation split)",
+        "tps_aug_note": ("fixed TPS copies per selected image precomputed once (not redrawn per epoch)"
+                         if cfg.tps_aug else None),
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in logsk.skips],
+        "versions": _versions(),
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "regression.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

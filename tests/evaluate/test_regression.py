@@ -1,0 +1,70 @@
+"""Landmark regression on cached frozen features (small settings so that it runs in seconds on a CPU)."""
+
+import json
+
+import torch
+
+from equinv.evaluate.metrics import iod_error
+from equinv.evaluate.regression import RegressionConfig, default_hparams, run_regression
+from equinv.models.hypercolumn import frozen_trunk
+
+TRAIN = "synthetic:48?size=64"
+TEST = "synthetic:16?size=64&seed=1"
+
+
+def _count_images(trunk) -> list[int]:
+    seen = [0]
+    trunk.conv1.register_forward_hook(lambda m, i, o: seen.__setitem__(0, seen[0] + i[0].shape[0]))
+    return seen
+
+
+def test_regressor_learns_and_backbone_runs_once_per_image(tmp_path):
+    trunk = frozen_trunk("resnet18", None, seed=0)
+    seen = _count_images(trunk)
+    epochs = 30
+    cfg = RegressionConfig(train=TRAIN, test=[TEST, TRAIN], epochs=epochs, lr=3e-2, wd=5e-4, device="cpu",
+                           grid=24, n_heatmaps=10, seed=0)
+    losses = []
+    res = run_regression(cfg, tmp_path, trunk=trunk, log=lambda e: losses.append(e["loss"]))
+    # features are computed once: 48 train + 16 test + 48 (train spec again as a test) images, plus the
+    # 1-image shape probe per dataset, and never again during the epochs
+    assert res["backbone_images"] == 48 + 16 + 48
+    assert seen[0] == 48 + 16 + 48 + 3
+    assert len(losses) == epochs
+    assert losses[-1] < 0.8 * losses[0]
+    # the fitted regressor beats the mean shape on the images it was trained on
+    test_res, train_res = (res["runs"][0]["tests"][s] for s in (TEST, TRAIN))
+    from equinv.data.dataset import LandmarkDataset
+    from equinv.data.preprocess import Preprocess
+    from equinv.data.spec import read_index
+
+    ds = LandmarkDataset(read_index(TRAIN), Preprocess(size=96))
+    lm = torch.from_numpy(ds.landmarks) - ds.pre.margin
+    mean_shape = iod_error(lm.mean(0, keepdim=True).expand_as(lm), lm, (0, 1)).mean().item()
+    assert train_res["iod_error_percent"] < mean_shape
+    assert 0 < test_res["iod_error_percent"] < 100
+    out = json.loads((tmp_path / "regression.json").read_text())
+    for key in ("iod_error_percent", "pck", "per_landmark", "n_train", "repeats", "std", "config", "datasets",
+                "seed", "versions"):
+        assert key in out
+    assert set(out["versions"]) >= {"torch", "torchvision", "equinv"}
+    assert len(out["per_landmark"]) == 10
+
+
+def test_subsets_repeats_and_memmap_cache(tmp_path):
+    trunk = frozen_trunk("resnet18", None, seed=0)
+    seen = _count_images(trunk)
+    cfg = RegressionConfig(train="synthetic:12?size=64", test=["synthetic:4?size=64&seed=1"], epochs=2,
+                           n_train=[2, 4], repeats=2, device="cpu", grid=12, n_heatmaps=2, tile_to=8,
+                           cache_dir=str(tmp_path / "cache"), paper_pck=True)
+    res = run_regression(cfg, trunk=trunk)
+    assert seen[0] == 12 + 4 + 2
+    assert [r["n_train"] for r in res["runs"]] == [2, 4]
+    assert all(r["repeats"] == 2 and (r["lr"], r["wd"]) == default_hparams(2) for r in res["runs"])
+    rows = [rep["train_rows"] for rep in res["runs"][0]["per_repeat"]]
+    assert rows[0] != rows[1] and len(rows[0]) == 2
+    assert res["std"] is not None and res["paper_pck"] is not None
+    # a second run reads the memmapped features back: the backbone is not run again
+    res2 = run_regression(cfg)
+    assert res2["backbone_images"] == 0
+    assert res2["iod_error_percent"] == res["iod_error_percent"]
