@@ -1,7 +1,8 @@
 """``equinv eval ...``: evaluation command group. ``eval regress`` trains the landmark regressor (protocol §4).
 
-Other modules may add subcommands to the same group through :data:`EVAL_SUB` (set once :func:`register`
-has run) or :func:`add_eval_subcommand`.
+Other subcommands live in ``equinv/commands/eval_<name>.py`` modules, each with an ``add_eval(sub)``
+function that adds its parser to the group; :func:`register` finds and calls them (``eval match``,
+``eval segment``, ...).
 """
 
 from __future__ import annotations
@@ -103,3 +104,16 @@ def register(sub) -> None:
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (regression.json)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_regress)
+    _add_plugins(EVAL_SUB)
+
+
+def _add_plugins(sub) -> None:
+    import importlib
+    import pkgutil
+
+    import equinv.commands
+
+    for info in sorted(pkgutil.iter_modules(equinv.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("eval_"):
+            module = importlib.import_module(f"equinv.commands.{info.name}")
+            module.add_eval(sub)

@@ -374,6 +374,9 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
     backbone_images += sum(f.backbone_images for f in test_fs)
 
     runs = []
+    # repeat 0's test predictions of every n_train entry (normalised [-1, 1] in the final view), for reports
+    saved: dict[str, np.ndarray] = {f"gt_{i}": f.landmarks.numpy() for i, f in enumerate(test_fs)}
+    saved.update({f"visible_{i}": f.visible.numpy() for i, f in enumerate(test_fs)})
     for n_req in cfg.n_train:
         n_all = len(train_fs)
         if n_req is not None and not 1 <= n_req <= n_all:
@@ -414,11 +417,15 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                    "final_loss": info["history"][-1]["loss"],
                    "train_rows": rows.tolist() if rows is not None else None, "tests": {}}
             for i, (spec, fs) in enumerate(zip(cfg.test, test_fs, strict=True)):
-                res = evaluate_predictions(predict(reg, fs, device, grid=cfg.grid), fs, image_size=cfg.image_size,
-                                           alpha=cfg.pck_alpha, paper=cfg.paper_pck,
-                                           eval_batch_size=cfg.eval_batch_size)
+                pred = predict(reg, fs, device, grid=cfg.grid)
+                res = evaluate_predictions(pred, fs, image_size=cfg.image_size, alpha=cfg.pck_alpha,
+                                           paper=cfg.paper_pck, eval_batch_size=cfg.eval_batch_size)
+                res["_pred"] = pred
                 per_test[i].append(res)
                 rep["tests"][spec] = {k: res.get(k) for k in ("iod_error_percent", "pck", "paper_pck")}
+                if r == 0:
+                    saved[f"pred_{len(runs)}_{i}"] = res.pop("_pred").numpy()
+                res.pop("_pred", None)
             rep["selection"] = info["selection"]
             reps.append(rep)
         tests = {}
@@ -466,5 +473,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "predictions.npz", **saved)
+        result["predictions_file"] = "predictions.npz"
         (out / "regression.json").write_text(json.dumps(result, indent=2, default=str))
     return result
