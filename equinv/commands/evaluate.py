@@ -43,7 +43,9 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
     cfg = RegressionConfig(
         train=args.train, val=args.val, test=list(args.test), backbone=args.backbone, arch=args.arch,
-        layers=args.layers, epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size,
+        layers=args.layers, source=args.source, taps=args.taps.split(",") if args.taps else None,
+        projector=args.projector, parts=args.parts, grid=args.grid, finetune=args.finetune,
+        finetune_lr_mult=args.finetune_lr_mult, epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size,
         n_train=_n_train(args.n_train), repeats=args.repeats, tps_aug=args.tps_aug, tps_copies=args.tps_copies,
         seed=args.seed, paper_pck=args.paper_pck, eval_batch_size=args.eval_batch_size, device=args.device,
         cache_dir=args.cache_dir,
@@ -81,9 +83,23 @@ def register(sub) -> None:
         "--train celeba:../shared/data/celeba?split=mafl_train --test celeba:../shared/data/celeba?split=mafl_test "
         "--epochs 120 --out runs/eval_mafl",
     )
-    r.add_argument("--backbone", default="random", help="pretraining run dir, weights file, or 'random' (default)")
+    r.add_argument("--backbone", default="random",
+                   help="pretraining run dir, weights file (ours or torchvision's, e.g. ImageNet), DVE run, or "
+                   "'random' (default)")
     r.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"])
     r.add_argument("--layers", type=int, default=4, help="hypercolumn depth, the reference --layer (default 4)")
+    r.add_argument("--taps", default=None,
+                   help="explicit taps instead of --layers, e.g. conv4 (one layer, Table 3) or conv5,conv4")
+    r.add_argument("--source", default="hypercolumn", choices=["hypercolumn", "projected", "nmf", "dve"],
+                   help="features: hypercolumn (default), projected (--projector), nmf (--parts), dve "
+                   "(--backbone DVE_RUN; also implied by it)")
+    r.add_argument("--projector", default=None, help="equinv project run or checkpoint (--source projected)")
+    r.add_argument("--parts", default=None, help="NMF parts file from equinv parts --method nmf (--source nmf)")
+    r.add_argument("--grid", type=int, default=None,
+                   help="heat-map grid side (default 48; a single layer or DVE map: its native side, as the reference)")
+    r.add_argument("--finetune", action="store_true",
+                   help="fine-tune the backbone with the regressor (appendix A.2; no feature cache)")
+    r.add_argument("--finetune-lr-mult", type=float, default=0.1, help="backbone lr / regressor lr (default 0.1)")
     r.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v]")
     r.add_argument("--val", default=None, metavar="SPEC", help="validation dataset for epoch selection")
     r.add_argument("--test", required=True, action="append", metavar="SPEC", help="test dataset (repeatable)")

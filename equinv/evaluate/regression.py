@@ -46,7 +46,7 @@ from equinv.data.spec import parse_spec, read_index
 from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input, stats_for_kind
 from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
-from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
+from equinv.evaluate.sources import DVESource, build_source, native_side, parse_taps
 from equinv.models.regressor import KeypointRegressor, regression_loss
 
 
@@ -55,7 +55,12 @@ class RegressionConfig:
     """Everything that defines a regression evaluation (written into the result JSON).
 
     ``lr`` / ``wd`` ``None`` pick the protocol defaults (1e-3 / 5e-4; 1e-2 / 5e-2 when N ≤ 100).
-    ``n_train`` ``[None]`` means all annotations. ``layers``: the reference ``--layer`` (taps deepest first).
+    ``n_train`` ``[None]`` means all annotations. ``layers``: the reference ``--layer`` (taps deepest first);
+    ``taps`` overrides it (e.g. ``["layer3"]``, a single layer as in Table 3). ``source``: ``hypercolumn``,
+    ``projected`` (with ``projector``), ``nmf`` (with ``parts``) or ``dve`` (``backbone`` = a DVE run), see
+    :mod:`equinv.evaluate.sources`. ``grid`` ``None``: 48, or the map's native side for a single-map source
+    (single layer, DVE) as the reference does (§9: single layers are not resized). ``finetune``: train the
+    backbone too (appendix A.2), at ``lr · finetune_lr_mult``; features are then recomputed every step.
     """
 
     train: str
@@ -64,6 +69,12 @@ class RegressionConfig:
     backbone: str = "random"
     arch: str = "resnet18"
     layers: int = 4
+    source: str = "hypercolumn"
+    taps: list[str] | None = None
+    projector: str | None = None
+    parts: str | None = None
+    finetune: bool = False
+    finetune_lr_mult: float = 0.1
     epochs: int = 50
     lr: float | None = None
     wd: float | None = None
@@ -75,7 +86,7 @@ class RegressionConfig:
     tps_copies: int = 8
     seed: int = 0
     image_size: int = 96
-    grid: int = 48
+    grid: int | None = None
     n_heatmaps: int = 50
     paper_pck: bool = False
     eval_batch_size: int = 32
@@ -145,11 +156,12 @@ def _feature_key(spec: str, trunk_id: str, taps, pre: Preprocess, extra: str = "
 
 
 @torch.no_grad()
-def extract_features(ds: LandmarkDataset, hc: Hypercolumn, stats: str, device, *, batch: int = 64,
+def extract_features(ds: LandmarkDataset, source, stats: str, device, *, batch: int = 64,
                      spec: str = "", eyes=None, cache_dir: str | Path | None = None, cache_key: str | None = None,
                      rows: np.ndarray | None = None, tps_copies: int = 0, generator: torch.Generator | None = None
                      ) -> FeatureSet:
-    """Run the frozen trunk once over ``ds`` (or its ``rows``) and keep the fp16 native maps.
+    """Run the frozen ``source`` (a Hypercolumn or any :mod:`~equinv.evaluate.sources` source) once over
+    ``ds`` (or its ``rows``) and keep its fp16 native maps.
 
     With ``tps_copies > 0`` every image is instead represented by that many TPS-warped copies (warped on the
     canvas before the centre crop, landmarks moved by the warp and marked invisible where lost); the rows are
@@ -162,7 +174,7 @@ def extract_features(ds: LandmarkDataset, hc: Hypercolumn, stats: str, device, *
     n = len(rows) * copies
     pre = ds.pre
     with torch.no_grad():
-        probe = hc.maps(torch.zeros(1, 3, pre.size, pre.size, device=device))
+        probe = source.maps(torch.zeros(1, 3, pre.size, pre.size, device=device))
     shapes = [(n, *p.shape[1:]) for p in probe]
     k = len(ds.names)
 
@@ -195,7 +207,7 @@ def extract_features(ds: LandmarkDataset, hc: Hypercolumn, stats: str, device, *
             b = {"image": img.clamp(0, 1), "landmarks": lm, "visible": vis}
         view = final_view(b, pre)
         x = prepare_input(view["image"], None, stats, device)
-        out = hc.maps(x)
+        out = source.maps(x)
         passed += x.shape[0]
         lo, hi = s * copies, s * copies + x.shape[0]
         for m, o in zip(maps, out, strict=True):
@@ -310,6 +322,110 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
                  "history": history}
 
 
+# ----------------------------------------------------------------------------- fine-tuning
+def _live_batch(ds: LandmarkDataset, rows, stats: str, device, tps: bool = False,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Normalised final-view inputs, ``[-1, 1]`` landmarks and visibility of ``ds`` rows (TPS-warped if ``tps``)."""
+    from equinv.augment.tps import random_tps
+
+    b = ds.__getitems__([int(r) for r in rows])
+    if tps:
+        img, lm, vis = random_tps(b["image"].float().div(255.0), b["landmarks"], b["visible"], "paper", generator)
+        b = {"image": img.clamp(0, 1), "landmarks": lm, "visible": vis}
+    view = final_view(b, ds.pre)
+    x = prepare_input(view["image"], None, stats, device)
+    return x, normalise_points(view["landmarks"].float(), ds.pre.size), view["visible"]
+
+
+def label_set(ds: LandmarkDataset, spec: str = "", batch: int = 256) -> FeatureSet:
+    """A :class:`FeatureSet` with the ground truth of ``ds`` and no features (for fine-tuning)."""
+    lms, viss = [], []
+    for s in range(0, len(ds), batch):
+        b = final_view(ds.__getitems__(list(range(s, min(s + batch, len(ds))))), ds.pre)
+        lms.append(normalise_points(b["landmarks"].float(), ds.pre.size))
+        viss.append(b["visible"])
+    return FeatureSet([], torch.cat(lms), torch.cat(viss), getattr(ds, "eyes", None), spec, 0)
+
+
+def predict_live(reg: KeypointRegressor, source, ds: LandmarkDataset, stats: str, device, batch: int = 64,
+                 grid: int = 48) -> Tensor:
+    """``(N, K, 2)`` normalised predictions through the (fine-tuned) ``source`` for every image of ``ds``."""
+    reg.eval()
+    source.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(ds), batch):
+            x, _, _ = _live_batch(ds, range(s, min(s + batch, len(ds))), stats, device)
+            out.append(reg(source.maps(x), grid).float().cpu())
+    return torch.cat(out)
+
+
+def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *, epochs: int, lr: float, wd: float,
+                       lr_mult: float = 0.1, batch_size: int = 32, tile: int = 1, tps: bool = False, val=None,
+                       stats: str = "face", device="cpu", seed: int = 0, grid: int = 48, image_size: int = 96,
+                       alpha: float = 0.05, n_heatmaps: int = 50, log=None) -> tuple[KeypointRegressor, dict]:
+    """Train the regressor and the source's weights end to end (appendix A.2); the source is modified in place.
+
+    The backbone runs on every batch (train mode: BatchNorm statistics adapt) at ``lr · lr_mult``; with
+    ``tps`` a fresh TPS warp is drawn per image per step, as the reference's limited-annotation loader does.
+    ``val = (dataset, labels)`` selects the epoch (the source's weights of that epoch are restored too).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reg = KeypointRegressor(source.channels, labels.landmarks.shape[1], n_heatmaps=n_heatmaps).to(device)
+    params = [p for p in source.parameters() if p.is_floating_point()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam([{"params": reg.parameters(), "lr": lr}, {"params": params, "lr": lr * lr_mult}],
+                           betas=(0.5, 0.999), eps=1e-8, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 8e-4)
+    rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
+    best, best_state, best_epoch, history, passed = math.inf, None, 0, [], 0
+    try:
+        for epoch in range(1, epochs + 1):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
+            reg.train()
+            source.train()
+            order = torch.cat([torch.randperm(len(rows), generator=g) for _ in range(tile)]).numpy()
+            total, steps = 0.0, 0
+            for s in range(0, len(order), batch_size):
+                x, gt, vis = _live_batch(ds, rows[order[s : s + batch_size]], stats, device, tps, g)
+                gt, vis = gt.to(device), vis.to(device)
+                loss = regression_loss(reg(source.maps(x), grid), gt, None if bool(vis.all()) else vis)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                passed += x.shape[0]
+                total += loss.item()
+                steps += 1
+            entry = {"epoch": epoch, "loss": total / max(1, steps), "lr": opt.param_groups[0]["lr"]}
+            if val is not None:
+                vds, vlab = val
+                pred = predict_live(reg, source, vds, stats, device, grid=grid)
+                passed += len(vds)
+                entry["val"] = _score(evaluate_predictions(pred, vlab, image_size=image_size, alpha=alpha))
+                if entry["val"] < best:
+                    best, best_epoch = entry["val"], epoch
+                    best_state = (copy.deepcopy(reg.state_dict()), copy.deepcopy(source.state_dict()))
+            history.append(entry)
+            if log is not None:
+                log(entry)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+        source.eval()
+    if best_state is not None:
+        reg.load_state_dict(best_state[0])
+        source.load_state_dict(best_state[1])
+    else:
+        best_epoch = epochs
+    return reg, {"selected_epoch": best_epoch, "selection": "best val" if val is not None else "last epoch",
+                 "history": history, "backbone_images": passed}
+
+
 # ----------------------------------------------------------------------------- driver
 def _versions() -> dict:
     import torchvision
@@ -353,25 +469,39 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         raise InputError("epochs, repeats and batch size must be positive")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = _weights(cfg.backbone)
-    if trunk is None:
-        trunk = frozen_trunk(cfg.arch, weights, seed=cfg.seed)
-    hc = Hypercolumn(trunk, reference_taps(cfg.layers), size=cfg.grid).to(device).eval()
+    taps = parse_taps(cfg.taps)
+    probe_grid = cfg.grid or 48
+    source = build_source(cfg.source, backbone=weights, arch=cfg.arch, layers=cfg.layers, taps=taps,
+                          projector=cfg.projector, parts=cfg.parts, grid=probe_grid, seed=cfg.seed, trunk=trunk,
+                          device=device)
+    grid = cfg.grid or (native_side(source, cfg.image_size) if len(source.channels) == 1 else 48)
     pre = Preprocess(size=cfg.image_size)
-    trunk_id = json.dumps([cfg.arch, "random" if weights is None else str(Path(weights).resolve()), cfg.seed])
+    source_id = json.dumps([cfg.source, cfg.arch, "random" if weights is None else str(Path(weights).resolve()),
+                            cfg.seed, [str(Path(x).resolve()) if x else None for x in (cfg.projector, cfg.parts)],
+                            probe_grid])
     logsk = SkipLog()
 
-    def features(spec: str, rows=None, copies=0, gen=None, extra="") -> tuple[FeatureSet, LandmarkDataset]:
+    def load(spec: str) -> tuple[LandmarkDataset, str]:
         ds, kind, eyes = _load(spec, pre, logsk)
-        key = _feature_key(spec, trunk_id, hc.taps, ds.pre, extra) if cfg.cache_dir else None
-        fs = extract_features(ds, hc, stats_for_kind(kind), device, batch=cfg.feature_batch, spec=spec, eyes=eyes,
-                              cache_dir=cfg.cache_dir, cache_key=key, rows=rows, tps_copies=copies, generator=gen)
+        ds.eyes = eyes
+        return ds, source.stats or stats_for_kind(kind)
+
+    def features(spec: str) -> tuple[FeatureSet, LandmarkDataset]:
+        ds, stats = load(spec)
+        if cfg.finetune:  # labels only: the features change with the trunk
+            return label_set(ds, spec), ds
+        key = _feature_key(spec, source_id, source.taps, ds.pre) if cfg.cache_dir else None
+        fs = extract_features(ds, source, stats, device, batch=cfg.feature_batch, spec=spec, eyes=ds.eyes,
+                              cache_dir=cfg.cache_dir, cache_key=key)
         return fs, ds
 
     train_fs, train_ds = features(cfg.train)
-    val_fs = features(cfg.val)[0] if cfg.val else None
-    test_fs = [features(t)[0] for t in cfg.test]
+    val_fs, val_ds = features(cfg.val) if cfg.val else (None, None)
+    test_sets = [features(t) for t in cfg.test]
+    test_fs = [t[0] for t in test_sets]
     backbone_images = train_fs.backbone_images + (val_fs.backbone_images if val_fs else 0)
     backbone_images += sum(f.backbone_images for f in test_fs)
+    initial_source = copy.deepcopy(source.state_dict()) if cfg.finetune else None
 
     runs = []
     # repeat 0's test predictions of every n_train entry (normalised [-1, 1] in the final view), for reports
@@ -397,27 +527,41 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
             else:
                 rows = np.sort(rng.choice(n_all, size=n_req, replace=False))
                 tile = max(1, min(cfg.tile_to, n_all) // n_req)
-                if cfg.tps_aug:
+                if cfg.tps_aug and not cfg.finetune:
                     gen = torch.Generator().manual_seed(seed)
-                    sub = extract_features(train_ds, hc, stats_for_kind(train_ds.index.kind), device,
+                    sub = extract_features(train_ds, source, load(cfg.train)[1], device,
                                            batch=cfg.feature_batch, spec=cfg.train, eyes=train_fs.eyes, rows=rows,
                                            tps_copies=cfg.tps_copies, generator=gen)
                     backbone_images += sub.backbone_images
                     # image-major copies: one epoch visits each (image, copy) once, ~tile times per image
                     tile = max(1, math.ceil(tile / cfg.tps_copies))
-                else:
+                elif not cfg.finetune:
                     t_rows = torch.from_numpy(rows)
                     sub = FeatureSet([m[rows] if isinstance(m, np.ndarray) else m[t_rows] for m in train_fs.maps],
                                      train_fs.landmarks[t_rows], train_fs.visible[t_rows], train_fs.eyes, cfg.train)
-            reg, info = train_regressor(sub, hc.channels, epochs=cfg.epochs, lr=lr, wd=wd, batch_size=cfg.batch_size,
-                                        tile=tile, val=val_fs, device=device, seed=seed, grid=cfg.grid,
-                                        image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
-                                        log=log)
+            if cfg.finetune:
+                source.load_state_dict(initial_source)
+                stats = load(cfg.train)[1]
+                reg, info = finetune_regressor(
+                    source, train_ds, rows, train_fs, epochs=cfg.epochs, lr=lr, wd=wd,
+                    lr_mult=cfg.finetune_lr_mult, batch_size=cfg.batch_size, tile=tile, tps=cfg.tps_aug,
+                    val=(val_ds, val_fs) if val_ds is not None else None, stats=stats, device=device, seed=seed,
+                    grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps, log=log)
+                backbone_images += info["backbone_images"]
+            else:
+                reg, info = train_regressor(sub, source.channels, epochs=cfg.epochs, lr=lr, wd=wd,
+                                            batch_size=cfg.batch_size, tile=tile, val=val_fs, device=device, seed=seed,
+                                            grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha,
+                                            n_heatmaps=cfg.n_heatmaps, log=log)
             rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
                    "final_loss": info["history"][-1]["loss"],
                    "train_rows": rows.tolist() if rows is not None else None, "tests": {}}
-            for i, (spec, fs) in enumerate(zip(cfg.test, test_fs, strict=True)):
-                pred = predict(reg, fs, device, grid=cfg.grid)
+            for i, (spec, (fs, ds)) in enumerate(zip(cfg.test, test_sets, strict=True)):
+                if cfg.finetune:
+                    pred = predict_live(reg, source, ds, load(spec)[1], device, grid=grid)
+                    backbone_images += len(ds)
+                else:
+                    pred = predict(reg, fs, device, grid=grid)
                 res = evaluate_predictions(pred, fs, image_size=cfg.image_size, alpha=cfg.pck_alpha,
                                            paper=cfg.paper_pck, eval_batch_size=cfg.eval_batch_size)
                 res["_pred"] = pred
@@ -459,8 +603,10 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                      "n_val_images": len(val_fs) if val_fs else 0, "n_test_images": [len(f) for f in test_fs]},
         "landmark_names": list(train_ds.names),
         "eyes": list(train_fs.eyes) if train_fs.eyes else None,
-        "taps": list(hc.taps),
-        "channels": list(hc.channels),
+        "source": cfg.source if not isinstance(source, DVESource) else "dve",
+        "taps": list(source.taps),
+        "channels": list(source.channels),
+        "grid": grid,
         "seed": cfg.seed,
         "backbone_images": backbone_images,
         "device": str(device),

@@ -19,3 +19,24 @@ def test_eval_match_writes_record(tmp_path):
 def test_eval_match_needs_its_model():
     with pytest.raises(ValueError, match="--projector"):
         eval_match("synthetic:4?size=64", pairs=1, progress=False, descriptor="projected")
+
+
+def test_cli_eval_match_with_a_dve_network(tmp_path, capsys):
+    from equinv.cli import main
+    from equinv.models.dve import build_dve, save_dve
+
+    save_dve(build_dve("smallnet", 8), tmp_path / "dve" / "descriptor.safetensors", "smallnet", input_size=70)
+    rc = main(["eval", "match", "--data", "synthetic:8?size=64", "--backbone", str(tmp_path / "dve"), "--pairs", "3",
+               "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 0
+    saved = json.loads((tmp_path / "out" / "match.json").read_text())
+    assert saved["config"]["descriptor"] == "dve" and saved["match_error_diff"] > 0
+    assert "dve: same identity" in capsys.readouterr().out
+
+
+def test_cli_eval_match_bad_spec_is_one_line(tmp_path, capsys):
+    from equinv.cli import main
+
+    rc = main(["eval", "match", "--data", "nosuchkind:/x", "--pairs", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nosuchkind" in err and "Traceback" not in err

@@ -1,0 +1,106 @@
+"""Feature sources (single layers, projector, NMF, DVE) and fine-tuning in the regression evaluation."""
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from equinv.data.preprocess import Preprocess
+from equinv.errors import InputError, SkipLog
+from equinv.evaluate.parts import fit_parts
+from equinv.evaluate.regression import RegressionConfig, _load, finetune_regressor, label_set, run_regression
+from equinv.evaluate.sources import DVESource, NMFSource, ProjectedSource, build_source, is_dve, parse_taps
+from equinv.models.dve import build_dve, save_dve
+from equinv.models.hypercolumn import frozen_trunk
+from equinv.models.projector import Projector
+from equinv.train.checkpoint import save_checkpoint
+from equinv.train.projector import ProjectConfig
+
+TRAIN = "synthetic:12?size=64"
+TEST = "synthetic:4?size=64&seed=1"
+
+
+def test_parse_taps_aliases_and_errors():
+    assert parse_taps("conv4") == ("layer3",)
+    assert parse_taps("layer4, conv4_x,pool") == ("layer4", "layer3", "maxpool")
+    assert parse_taps(None) is None
+    with pytest.raises(InputError, match="unknown tap"):
+        parse_taps("layer9")
+    with pytest.raises(InputError, match="repeated"):
+        parse_taps("conv4,layer3")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sources_from_files(tmp_path):
+    x = torch.randn(2, 3, 96, 96)
+    # DVE: the network's own file, recognised from its metadata; inputs resized to its 70-px training side
+    dve_file = save_dve(build_dve("smallnet", 16), tmp_path / "dve" / "descriptor.safetensors", "smallnet",
+                        input_size=70)
+    assert is_dve(tmp_path / "dve") and is_dve(dve_file) and not is_dve("random")
+    src = build_source(backbone=str(tmp_path / "dve"))
+    assert isinstance(src, DVESource) and src.channels == (16,)
+    assert src.maps(x)[0].shape == (2, 16, 35, 35)
+    # projector checkpoint as `equinv project` writes it
+    proj = Projector((512, 256, 128, 64), dim=8)
+    meta = {"config": asdict(ProjectConfig(dim=8)), "channels": [512, 256, 128, 64]}
+    save_checkpoint(tmp_path / "proj" / "checkpoints" / "best.safetensors", proj.state_dict(), None, meta=meta)
+    src = build_source("projected", projector=str(tmp_path / "proj"), grid=24)
+    assert isinstance(src, ProjectedSource) and src.maps(x)[0].shape == (2, 8, 24, 24)
+    with pytest.raises(InputError, match="channels"):
+        build_source("projected", projector=str(tmp_path / "proj"), layers=3)
+    # NMF parts file
+    parts = fit_parts(torch.rand(200, 960), "nmf", 5, seed=0)
+    parts.save(tmp_path / "nmf.safetensors")
+    src = build_source("nmf", parts=str(tmp_path / "nmf.safetensors"), grid=12)
+    assert isinstance(src, NMFSource)
+    m = src.maps(x)[0]
+    assert m.shape == (2, 5, 12, 12) and bool((m >= 0).all())
+    with pytest.raises(InputError, match="--parts"):
+        build_source("nmf")
+    with pytest.raises(InputError, match="not found"):
+        build_source(backbone=str(tmp_path / "missing.safetensors"))
+
+
+def test_single_layer_regresses_at_native_resolution(tmp_path):
+    cfg = RegressionConfig(train=TRAIN, test=[TEST], taps=["conv4"], epochs=2, n_heatmaps=4, device="cpu")
+    res = run_regression(cfg, tmp_path, trunk=frozen_trunk("resnet18", None, seed=0))
+    # ResNet18 conv4_x of a 96-px input is 6x6: the reference regresses single layers there (not at 48)
+    assert res["taps"] == ["layer3"] and res["channels"] == [256] and res["grid"] == 6
+    assert 0 < res["iod_error_percent"] < 200
+
+
+def test_regression_on_a_dve_network(tmp_path):
+    save_dve(build_dve("smallnet", 16), tmp_path / "dve.safetensors", "smallnet", input_size=70)
+    cfg = RegressionConfig(train=TRAIN, test=[TEST], backbone=str(tmp_path / "dve.safetensors"), epochs=2,
+                           n_heatmaps=4, device="cpu")
+    res = run_regression(cfg, tmp_path / "out")
+    assert res["source"] == "dve" and res["channels"] == [16] and res["grid"] == 35
+    assert res["iod_error_percent"] > 0
+
+
+def test_finetuning_updates_the_trunk_and_restores_frozen_state():
+    source = build_source(trunk=frozen_trunk("resnet18", None, seed=0), layers=2)
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    ds, _, eyes = _load(TRAIN, Preprocess(size=96), SkipLog())
+    ds.eyes = eyes
+    labels = label_set(ds, TRAIN)
+    assert labels.landmarks.shape == (12, 10, 2) and bool((labels.landmarks.abs() <= 1.5).all())
+    vds, _, _ = _load(TEST, Preprocess(size=96), SkipLog())
+    vds.eyes = eyes
+    reg, info = finetune_regressor(source, ds, [0, 3, 5, 7], labels, epochs=2, lr=1e-2, wd=0.0, batch_size=4,
+                                   tps=True, val=(vds, label_set(vds, TEST)), grid=12, n_heatmaps=4)
+    after = source.state_dict()
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert any("layer4" in k and "weight" in k for k in changed)
+    assert not any(p.requires_grad for p in source.parameters()) and not source.training
+    # 2 epochs x 4 images + 2 validation passes x 4 images went through the backbone
+    assert info["backbone_images"] == 2 * 4 + 2 * 4 and info["selection"] == "best val"
+
+
+def test_run_regression_finetune_end_to_end(tmp_path):
+    cfg = RegressionConfig(train=TRAIN, test=[TEST], layers=2, epochs=1, n_heatmaps=4, finetune=True,
+                           n_train=[4], device="cpu")
+    res = run_regression(cfg, tmp_path, trunk=frozen_trunk("resnet18", None, seed=0))
+    assert res["config"]["finetune"] and res["n_train"] == 4
+    # tile: 12 images // 4 = 3 passes over the 4 images, then the 4 test images
+    assert res["backbone_images"] == 12 + 4
