@@ -104,7 +104,9 @@ def read_index(spec: str | DatasetSpec, log: SkipLog | None = None, validate: bo
     if info.path_must_exist and not spec.path.exists():
         raise InputError(f"dataset path does not exist (spec {spec})", spec.path)
     options = dict(spec.options)
+    generic = {k: options.pop(k) for k in list(options) if k in GENERIC_OPTIONS}
     index = info.fn(spec.path, options, log)
+    index.records = select_records(index.records, generic, str(spec))
     if options:
         known = ", ".join(f"{k} ({v})" for k, v in info.options.items()) or "none"
         raise InputError(f"unknown option(s) {sorted(options)} for kind {spec.kind!r}; options: {known}")
@@ -113,6 +115,53 @@ def read_index(spec: str | DatasetSpec, log: SkipLog | None = None, validate: bo
     if not index.records:
         raise InputError(f"no usable samples in {spec}", spec.path)
     return index
+
+
+#: Options every kind accepts; applied to the reader's records in this order (before image checks).
+GENERIC_OPTIONS = {
+    "holdout": "carve a seeded split: a fraction (0.1) or a count (1000) of the rows goes to part=val",
+    "part": "train (default: the rows not held out) | val (the held-out rows); needs holdout",
+    "holdout_seed": "seed of the holdout permutation (default 0)",
+    "limit": "keep only the first N rows (after the holdout split)",
+}
+
+
+def select_records(records: list[Record], options: dict[str, str], where: str = "") -> list[Record]:
+    """Apply the generic ``holdout`` / ``part`` / ``holdout_seed`` / ``limit`` options to a reader's rows.
+
+    The holdout split is a seeded permutation of the rows as the reader lists them, so ``part=train`` and
+    ``part=val`` of the same ``holdout`` / ``holdout_seed`` are disjoint and together give every row.
+    """
+    def number(key: str, kind=int):
+        try:
+            return kind(options[key])
+        except ValueError:
+            raise InputError(f"dataset spec {where}: ?{key}= must be a number, got {options[key]!r}") from None
+
+    if "part" in options and "holdout" not in options:
+        raise InputError(f"dataset spec {where}: ?part= needs ?holdout=")
+    if "holdout" in options:
+        h = number("holdout", float)
+        n = len(records)
+        count = int(round(h * n)) if 0 < h < 1 else int(h)
+        if not 0 < count < n:
+            raise InputError(f"dataset spec {where}: ?holdout={options['holdout']} must leave rows on both sides "
+                             f"of the split ({n} rows)")
+        seed = number("holdout_seed") if "holdout_seed" in options else 0
+        perm = np.random.default_rng(seed).permutation(n)
+        part = options.get("part", "train")
+        if part not in ("train", "val"):
+            raise InputError(f"dataset spec {where}: ?part= must be train or val, got {part!r}")
+        held = np.zeros(n, bool)
+        held[perm[:count]] = True
+        keep = held if part == "val" else ~held
+        records = [r for r, k in zip(records, keep, strict=True) if k]
+    if "limit" in options:
+        lim = number("limit")
+        if lim < 1:
+            raise InputError(f"dataset spec {where}: ?limit= must be at least 1")
+        records = records[:lim]
+    return records
 
 
 def validate_records(records: list[Record], log: SkipLog, far: float = 0.5) -> list[Record]:
@@ -158,4 +207,7 @@ def describe_kinds() -> str:
         lines.append(f"  {k:10s} {info.help}")
         for opt, h in info.options.items():
             lines.append(f"  {'':10s}   ?{opt}=  {h}")
+    lines.append("  options every kind accepts:")
+    for opt, h in GENERIC_OPTIONS.items():
+        lines.append(f"  {'':10s}   ?{opt}=  {h}")
     return "\n".join(lines)
