@@ -23,6 +23,9 @@ def cmd_match(args: argparse.Namespace) -> int:
           f"{res['match_error_diff']:.2f} (70-px frame; {res['match_error_same_px']:.2f} / "
           f"{res['match_error_diff_px']:.2f} px at 96)")
     print(f"wrote {args.out}/match.json")
+    from equinv.report.page import write_run_page
+
+    print(f"wrote {write_run_page(args.out)[1]}")
     return 0
 
 

@@ -40,6 +40,7 @@ def _n_train(text: str | None) -> list[int | None]:
 
 def cmd_regress(args: argparse.Namespace) -> int:
     from equinv.evaluate.regression import RegressionConfig, run_regression
+    from equinv.report.page import write_run_page
 
     cfg = RegressionConfig(
         train=args.train, val=args.val, test=list(args.test), backbone=args.backbone, arch=args.arch,
@@ -56,7 +57,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
             val = f" val {entry['val']:.3f}" if "val" in entry else ""
             print(f"epoch {entry['epoch']:4d} loss {entry['loss']:.4f} lr {entry['lr']:.2e}{val}", flush=True)
 
-    res = run_regression(cfg, args.out, log=log)
+    res = run_regression(cfg, args.out, log=log, progress=not args.quiet)
     for run in res["runs"]:
         for spec, t in run["tests"].items():
             iod = "" if t["iod_error_percent"] is None else \
@@ -64,6 +65,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
             extra = f"  paper PCK {t['paper_pck']:.2f}%" if t.get("paper_pck") is not None else ""
             print(f"n_train {run['n_train']:6d} x{run['repeats']}  {spec}: {iod}PCK {t['pck']:.2f}%{extra}")
     print(f"wrote {args.out}/regression.json")
+    print(f"wrote {write_run_page(args.out)[1]}")
     return 0
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
@@ -158,8 +159,8 @@ def _feature_key(spec: str, trunk_id: str, taps, pre: Preprocess, extra: str = "
 @torch.no_grad()
 def extract_features(ds: LandmarkDataset, source, stats: str, device, *, batch: int = 64,
                      spec: str = "", eyes=None, cache_dir: str | Path | None = None, cache_key: str | None = None,
-                     rows: np.ndarray | None = None, tps_copies: int = 0, generator: torch.Generator | None = None
-                     ) -> FeatureSet:
+                     rows: np.ndarray | None = None, tps_copies: int = 0, generator: torch.Generator | None = None,
+                     progress: bool = False) -> FeatureSet:
     """Run the frozen ``source`` (a Hypercolumn or any :mod:`~equinv.evaluate.sources` source) once over
     ``ds`` (or its ``rows``) and keep its fp16 native maps.
 
@@ -197,6 +198,7 @@ def extract_features(ds: LandmarkDataset, source, stats: str, device, *, batch: 
 
     passed = 0
     per = max(1, batch // copies)
+    bar = tqdm(total=n, desc=f"features {spec}"[:60], unit="img", disable=not progress, leave=False)
     for s in range(0, len(rows), per):
         b = ds.__getitems__(rows[s : s + per].tolist())
         if tps_copies > 0:
@@ -218,6 +220,8 @@ def extract_features(ds: LandmarkDataset, source, stats: str, device, *, batch: 
                 m[lo:hi] = o16
         landmarks[lo:hi] = normalise_points(view["landmarks"].float(), pre.size)
         visible[lo:hi] = view["visible"]
+        bar.update(x.shape[0])
+    bar.close()
     if target is not None:
         for m in maps:
             m.flush()
@@ -436,13 +440,14 @@ def _versions() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
-def _load(spec: str, pre: Preprocess, log: SkipLog) -> tuple[LandmarkDataset, str, tuple[int, int] | None]:
+def _load(spec: str, pre: Preprocess, log: SkipLog, progress: bool = False
+          ) -> tuple[LandmarkDataset, str, tuple[int, int] | None]:
     parsed = parse_spec(spec)
     index = read_index(parsed, log)
     if not index.names:
         raise InputError(f"{spec} has no landmark annotations")
     ds = LandmarkDataset(index, pre)
-    ds.prepare(log, progress=False)
+    ds.prepare(log, progress=progress)
     if len(ds) == 0:
         raise InputError(f"no usable images in {spec}")
     return ds, parsed.kind, index.eyes
@@ -456,7 +461,8 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trunk=None, log=None) -> dict:
+def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trunk=None, log=None,
+                   progress: bool = False) -> dict:
     """Train and evaluate the landmark regressor as configured; writes ``out/regression.json`` when ``out``.
 
     ``trunk``: an already built frozen trunk (for tests); default ``frozen_trunk(arch, backbone, seed)``.
@@ -481,10 +487,14 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                             probe_grid])
     logsk = SkipLog()
 
+    loaded: dict[str, tuple[LandmarkDataset, str]] = {}
+
     def load(spec: str) -> tuple[LandmarkDataset, str]:
-        ds, kind, eyes = _load(spec, pre, logsk)
-        ds.eyes = eyes
-        return ds, source.stats or stats_for_kind(kind)
+        if spec not in loaded:
+            ds, kind, eyes = _load(spec, pre, logsk, progress)
+            ds.eyes = eyes
+            loaded[spec] = ds, source.stats or stats_for_kind(kind)
+        return loaded[spec]
 
     def features(spec: str) -> tuple[FeatureSet, LandmarkDataset]:
         ds, stats = load(spec)
@@ -492,7 +502,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
             return label_set(ds, spec), ds
         key = _feature_key(spec, source_id, source.taps, ds.pre) if cfg.cache_dir else None
         fs = extract_features(ds, source, stats, device, batch=cfg.feature_batch, spec=spec, eyes=ds.eyes,
-                              cache_dir=cfg.cache_dir, cache_key=key)
+                              cache_dir=cfg.cache_dir, cache_key=key, progress=progress)
         return fs, ds
 
     train_fs, train_ds = features(cfg.train)
