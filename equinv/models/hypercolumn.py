@@ -101,6 +101,24 @@ class Hypercolumn(nn.Module):
         return torch.cat(ups, dim=1)
 
 
+def bilinear_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> Tensor:
+    """``(n_out, n_in)`` matrix of 1-D linear resampling as ``F.interpolate(mode="bilinear",
+    align_corners=False)`` does along one axis (the identity when the sizes agree)."""
+    key = (n_in, n_out, str(device), dtype)
+    m = _BILINEAR.get(key)
+    if m is None:
+        if n_in == n_out:
+            m = torch.eye(n_in, device=device, dtype=dtype)
+        else:
+            eye = torch.eye(n_in, dtype=torch.float64)[None]  # (1, C = n_in, L = n_in): column j = e_j
+            m = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].T.to(device, dtype)
+        _BILINEAR[key] = m
+    return m
+
+
+_BILINEAR: dict = {}
+
+
 class FactorisedConv1x1(nn.Module):
     """A 1×1 convolution over a hypercolumn, evaluated layer by layer at native resolution.
 
@@ -123,15 +141,21 @@ class FactorisedConv1x1(nn.Module):
         return self.conv.weight
 
     def forward(self, maps: Sequence[Tensor], size: int) -> Tensor:
+        # Bilinear upsampling is separable and linear: up(y_l) = U_l · y_l · V_lᵀ. Summing over layers,
+        # Σ_l U_l (y_l V_lᵀ) = [U_1 … U_L] · cat_l(y_l V_lᵀ) is one matmul that writes the (B, O, S, S) output
+        # once, instead of one interpolation (and its slow backward) per layer.
         w = self.conv.weight.flatten(1)  # (out, C)
-        out = None
+        rows, cols = [], []
         start = 0
         for m, c in zip(maps, self.channels, strict=True):
             y = torch.einsum("oc,bchw->bohw", w[:, start : start + c], m)
             start += c
-            if y.shape[-1] != size or y.shape[-2] != size:
-                y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
-            out = y if out is None else out + y
+            h, wd = y.shape[-2:]
+            if wd != size:
+                y = torch.matmul(y, bilinear_matrix(wd, size, y.device, y.dtype).T)
+            rows.append(y)
+            cols.append(bilinear_matrix(h, size, y.device, y.dtype))
+        out = torch.matmul(torch.cat(cols, dim=1), torch.cat(rows, dim=2))
         if self.conv.bias is not None:
             out = out + self.conv.bias[None, :, None, None]
         return out
