@@ -107,6 +107,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             v = getattr(args, name)
             if v is not None:
                 setattr(cfg, name, v)
+        cfg.max_minutes = args.max_minutes  # a budget belongs to one invocation, not to the run
         pretrain(cfg, resume=True, progress=not args.quiet)
         return 0
     if not args.data:
@@ -115,7 +116,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         f: getattr(args, f)
         for f in (
             "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
-            "max_images", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
+            "max_images", "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
             "ckpt_every", "save_every", "log_every", "skip_bad", "init",
         )
         if getattr(args, f) is not None
@@ -156,6 +157,9 @@ def add_pretrain_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.03 x batch/256)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default 800; the cosine horizon)")
     p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget of this invocation: checkpoint and stop when spent (continue with "
+                   "--resume); the weights so far are written to backbone.safetensors")
     p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,
                    help="augmentation recipe (default auto: bird for cub/folder data, else face)")
     p.add_argument("--tps", choices=["paper", "eval", "dve"], default=None, help="add a TPS warp (off by default)")

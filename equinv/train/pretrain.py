@@ -64,6 +64,7 @@ class PretrainConfig(JsonConfig):
     weight_decay: float = 1e-4
     epochs: int = 800
     max_images: int | None = None
+    max_minutes: float | None = None  # wall-clock budget of this invocation; stop at a checkpoint
     recipe: str = "auto"
     tps: str | None = None
     flip: bool = False
@@ -114,6 +115,14 @@ def build_images(cfg: PretrainConfig, pre: Preprocess, progress: bool) -> ImageS
 
 def _identity(batch: dict) -> dict:
     return batch
+
+
+def _agree(flag: bool, device) -> bool:
+    """Rank 0's ``flag`` on every rank (the flag itself without torch.distributed)."""
+    if not D.is_dist():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(D.broadcast_(t, 0).item() > 0.5)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -194,6 +203,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     model.train()
     t_last, n_last = time.perf_counter(), 0
+    t_start = time.perf_counter()
+    budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+    stopped = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         lr = cosine_lr(lr0, epoch, cfg.epochs)
         for g in opt.param_groups:
@@ -232,18 +244,29 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 with open(run / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(row) + "\n")
                 bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{ips:.0f}", epoch=epoch)
-            if step_in_epoch_now + 1 < steps_per_epoch and global_step % cfg.ckpt_every == 0:
+            # every rank must stop at the same step: rank 0's clock decides
+            out_of_time = budget is not None and _agree(time.perf_counter() - t_start >= budget, device)
+            last_in_epoch = step_in_epoch_now + 1 == steps_per_epoch
+            if not last_in_epoch and (out_of_time or global_step % cfg.ckpt_every == 0):
                 save(epoch, step_in_epoch_now + 1)
             if kill_at and global_step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if out_of_time:
+                stopped = True
+                break
+        if stopped and step_in_epoch_now + 1 < steps_per_epoch:
+            break
         start_step = 0
         save(epoch + 1, 0)
         if D.is_main() and cfg.save_every and epoch % cfg.save_every == 0:
             save(epoch + 1, 0, f"epoch_{epoch:04d}.safetensors")
+        if stopped:
+            break
     bar.close()
     if D.is_main():
         save_backbone(model, run / "backbone.safetensors")
-        print(f"done: {global_step} steps; peak memory {_peak_memory_mb(device):.0f} MB; weights in {run}")
+        state = "stopped at the time budget (continue with --resume)" if stopped else "done"
+        print(f"{state}: {global_step} steps; peak memory {_peak_memory_mb(device):.0f} MB; weights in {run}")
         writer.close()
     D.barrier()
     return run

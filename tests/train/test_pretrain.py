@@ -52,6 +52,16 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert (tmp_path / "b" / "backbone.safetensors").exists()
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["arch"] == "resnet18" and cfg["batch_size"] == 16
+    # a wall-clock budget stops at a checkpoint (here after the first step); --resume ends identical too
+    c = _run([*common, "--out", str(tmp_path / "c"), "--max-minutes", "0"])
+    assert c.returncode == 0, c.stderr
+    assert "stopped at the time budget" in c.stdout
+    assert Checkpoint(tmp_path / "c" / "checkpoints" / "last.safetensors").meta["global_step"] == 1
+    assert (tmp_path / "c" / "backbone.safetensors").exists()
+    r = _run(["pretrain", "--resume", str(tmp_path / "c"), "--quiet"])
+    assert r.returncode == 0, r.stderr
+    wc = _weights(tmp_path / "c")
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
 def test_pretrain_writes_logs_checkpoints_and_refuses_to_overwrite(tmp_path):
