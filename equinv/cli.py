@@ -240,6 +240,9 @@ def _register_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from equinv.runtime import tune_allocator
+
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
