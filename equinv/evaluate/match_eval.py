@@ -72,7 +72,9 @@ def eval_match(
     weights = None if backbone in (None, "random") else backbone
     if descriptor == "dve" or is_dve(weights):
         descriptor = "dve"
-        fn = dve_descriptors(build_source("dve", backbone=weights, device=dev))
+        source = build_source("dve", backbone=weights, device=dev)
+        arch = source.arch
+        fn = dve_descriptors(source)
     else:
         hc = Hypercolumn(frozen_trunk(arch, weights), reference_taps(layer), size=96).to(dev)
         if descriptor == "hypercolumn":

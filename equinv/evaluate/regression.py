@@ -440,6 +440,14 @@ def _versions() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
+def _resolved_config(cfg: RegressionConfig, source) -> dict:
+    """``cfg`` as a dict with what was actually used: a DVE backbone's source and arch."""
+    c = asdict(cfg)
+    if isinstance(source, DVESource):
+        c["source"], c["arch"] = "dve", source.arch
+    return c
+
+
 def _load(spec: str, pre: Preprocess, log: SkipLog, progress: bool = False
           ) -> tuple[LandmarkDataset, str, tuple[int, int] | None]:
     parsed = parse_spec(spec)
@@ -608,7 +616,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         "repeats": runs[0]["repeats"],
         "std": first["std"],
         "runs": runs,
-        "config": asdict(cfg),
+        "config": _resolved_config(cfg, source),
         "datasets": {"train": cfg.train, "val": cfg.val, "test": list(cfg.test), "n_train_images": len(train_fs),
                      "n_val_images": len(val_fs) if val_fs else 0, "n_test_images": [len(f) for f in test_fs]},
         "landmark_names": list(train_ds.names),

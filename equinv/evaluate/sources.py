@@ -106,9 +106,9 @@ class NMFSource(nn.Module):
 class DVESource(nn.Module):
     """A DVE descriptor network; inputs resized to its training side first."""
 
-    def __init__(self, net: nn.Module, input_size: int):
+    def __init__(self, net: nn.Module, input_size: int, arch: str = "dve"):
         super().__init__()
-        self.net, self.input_size = net, int(input_size)
+        self.net, self.input_size, self.arch = net, int(input_size), arch
         self.taps, self.channels, self.stats = ("dve",), (int(net.dim),), "face"
 
     def maps(self, x: Tensor) -> list[Tensor]:
@@ -162,7 +162,7 @@ def build_source(kind: str = "hypercolumn", *, backbone: str | Path | None = Non
         net, meta = load_dve(p / "descriptor.safetensors" if p.is_dir() else p, device)
         for q in net.parameters():
             q.requires_grad_(False)
-        return DVESource(net, int(meta.get("input_size", 96))).to(device).eval()
+        return DVESource(net, int(meta.get("input_size", 96)), str(meta.get("arch", "dve"))).to(device).eval()
     weights = None if backbone in (None, "", "random") else backbone
     if weights is not None and not Path(weights).exists():
         raise InputError("backbone weights not found (give a run dir, a weights file or 'random')", weights)

@@ -30,7 +30,8 @@ def test_cli_eval_match_with_a_dve_network(tmp_path, capsys):
                "--out", str(tmp_path / "out"), "--quiet"])
     assert rc == 0
     saved = json.loads((tmp_path / "out" / "match.json").read_text())
-    assert saved["config"]["descriptor"] == "dve" and saved["match_error_diff"] > 0
+    assert saved["config"]["descriptor"] == "dve" and saved["config"]["arch"] == "smallnet"
+    assert saved["match_error_diff"] > 0
     assert "dve: same identity" in capsys.readouterr().out
 
 

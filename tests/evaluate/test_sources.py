@@ -75,6 +75,7 @@ def test_regression_on_a_dve_network(tmp_path):
                            n_heatmaps=4, device="cpu")
     res = run_regression(cfg, tmp_path / "out")
     assert res["source"] == "dve" and res["channels"] == [16] and res["grid"] == 35
+    assert res["config"]["source"] == "dve" and res["config"]["arch"] == "smallnet"
     assert res["iod_error_percent"] > 0
 
 
