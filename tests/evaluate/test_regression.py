@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from equinv.evaluate.metrics import iod_error
@@ -68,3 +69,26 @@ def test_subsets_repeats_and_memmap_cache(tmp_path):
     res2 = run_regression(cfg)
     assert res2["backbone_images"] == 0
     assert res2["iod_error_percent"] == res["iod_error_percent"]
+
+
+@pytest.mark.slow
+def test_random_backbone_regressor_beats_the_mean_shape_on_held_out_synthetic_faces():
+    """256 plain synthetic faces, random ResNet18 hypercolumn, 60 short epochs (~30 s on 2 cores).
+
+    The held-out error must fall clearly below the mean training shape's error on the same test faces.
+    Measured: 25.7 % vs 31.5 % IOD (the reference regressor needs far more steps to get low; see the
+    evaluation issue's note).
+    """
+    train, test = "synthetic:256?size=96&clutter=0", "synthetic:64?size=96&clutter=0&seed=1"
+    cfg = RegressionConfig(train=train, test=[test], epochs=60, lr=3e-2, wd=5e-4, n_heatmaps=10, device="cpu",
+                           seed=0)
+    res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
+    from equinv.data.dataset import LandmarkDataset
+    from equinv.data.preprocess import Preprocess
+    from equinv.data.spec import read_index
+
+    tr = LandmarkDataset(read_index(train), Preprocess(size=96))
+    te = torch.from_numpy(LandmarkDataset(read_index(test), Preprocess(size=96)).landmarks)
+    mean_shape = torch.from_numpy(tr.landmarks).mean(0, keepdim=True).expand_as(te)
+    baseline = iod_error(mean_shape, te, (0, 1)).mean().item()
+    assert res["iod_error_percent"] < 0.9 * baseline, (res["iod_error_percent"], baseline)
