@@ -68,6 +68,9 @@ class KeypointRegressor(nn.Module):
         n_landmarks: annotated landmarks K (``nA``).
         n_heatmaps: intermediate heat-maps per landmark (``nI``, 50).
         softargmax_mul: softmax multiplier (100).
+        init_std: std of the heat-map weights' normal init (1, the reference). With std 1 and ×100 the
+            initial softmax is close to a hard argmax and learning is slow in short runs; a small std
+            (e.g. 0.03) starts from soft maps (an equinv option, not the reference).
 
     ``forward(maps, size)``: per-layer maps (each ``(B, C_l, h_l, w_l)``) → ``(B, K, 2)``; each layer is
     projected to ``K·nI`` maps at its own resolution, then upsampled bilinearly to ``size``² and summed.
@@ -75,8 +78,9 @@ class KeypointRegressor(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int] | int, n_landmarks: int, n_heatmaps: int = 50,
-                 softargmax_mul: float = 100.0):
+                 softargmax_mul: float = 100.0, init_std: float = 1.0):
         super().__init__()
+        self.init_std = float(init_std)
         channels = (channels,) if isinstance(channels, int) else tuple(channels)
         self.n_landmarks, self.n_heatmaps, self.softargmax_mul = n_landmarks, n_heatmaps, float(softargmax_mul)
         self.heatmaps = FactorisedConv1x1(channels, n_landmarks * n_heatmaps, bias=False)
@@ -89,8 +93,8 @@ class KeypointRegressor(nn.Module):
         return self.heatmaps.channels
 
     def reset_parameters(self) -> None:
-        """randn (std 1) heat-map weights; ``nn.Linear(2·nI, 2)`` default init of each group."""
-        nn.init.normal_(self.heatmaps.weight, 0.0, 1.0)
+        """randn (std ``init_std``, 1 in the reference) heat-map weights; ``nn.Linear(2·nI, 2)`` init per group."""
+        nn.init.normal_(self.heatmaps.weight, 0.0, self.init_std)
         # nn.Linear.reset_parameters: kaiming_uniform_(a=√5) with fan_in 2·nI = U(±1/√(2·nI)); the grouped
         # conv weight (2K, 2·nI, 1, 1) has the same fan_in, so this is each group's Linear init.
         nn.init.kaiming_uniform_(self.regressor.weight, a=math.sqrt(5))

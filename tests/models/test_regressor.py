@@ -133,3 +133,10 @@ def test_tiny_fit_decreases_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_heatmap_init_std_option():
+    ref = KeypointRegressor((64, 32), 5, n_heatmaps=50)
+    soft = KeypointRegressor((64, 32), 5, n_heatmaps=50, init_std=0.03)
+    assert abs(ref.heatmaps.weight.std().item() - 1.0) < 0.05
+    assert abs(soft.heatmaps.weight.std().item() - 0.03) < 0.002
