@@ -35,9 +35,9 @@ from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import SkipLog
 from equinv.evaluate.descriptors import prepare_input, stats_for_kind
-from equinv.evaluate.regression import extract_features, normalise_points, train_regressor
+from equinv.evaluate.regression import extract_features, normalise_points, regressor_step, train_regressor
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
-from equinv.models.regressor import KeypointRegressor, regression_loss
+from equinv.models.regressor import KeypointRegressor
 from equinv.runtime import tune_allocator
 
 
@@ -99,11 +99,7 @@ def recompute_epochs(ds: LandmarkDataset, hc: Hypercolumn, stats: str, dev: torc
             trunk_s += time.perf_counter() - t1
             gt = normalise_points(view["landmarks"].float(), ds.pre.size).to(dev)
             vis = view["visible"].to(dev)
-            loss = regression_loss(reg(maps, grid), gt, None if bool(vis.all()) else vis)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
+            total += regressor_step(reg, opt, maps, gt, vis, grid)
             steps += 1
         _sync(dev)
         out.append({"epoch": epoch, "loss": total / max(1, steps), "seconds": time.perf_counter() - t0,

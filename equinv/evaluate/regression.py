@@ -30,7 +30,6 @@ import copy
 import hashlib
 import json
 import math
-import platform
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from equinv.evaluate.descriptors import prepare_input, stats_for_kind
 from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
 from equinv.evaluate.sources import DVESource, build_source, native_side, parse_taps
 from equinv.models.regressor import KeypointRegressor, regression_loss
+from equinv.report.record import software_versions
 
 
 @dataclass
@@ -274,6 +274,16 @@ def _score(res: dict) -> float:
     return res["iod_error_percent"] if res["iod_error_percent"] is not None else -res["pck"]
 
 
+def regressor_step(reg: KeypointRegressor, opt: torch.optim.Optimizer, maps, gt: Tensor, vis: Tensor,
+                   grid: int) -> float:
+    """One optimiser step of the protocol loss on a batch; returns the loss value."""
+    loss = regression_loss(reg(maps, grid), gt, None if bool(vis.all()) else vis)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: float, batch_size: int = 32,
                     tile: int = 1, val: FeatureSet | None = None, device="cpu", seed: int = 0, grid: int = 48,
                     image_size: int = 96, alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
@@ -304,11 +314,7 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
             maps = train.batch(idx, device)
             gt = train.landmarks[idx].to(device)
             vis = train.visible[idx].to(device)
-            loss = regression_loss(reg(maps, grid), gt, None if bool(vis.all()) else vis)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
+            total += regressor_step(reg, opt, maps, gt, vis, grid)
             steps += 1
         entry = {"epoch": epoch, "loss": total / max(1, steps), "lr": opt.param_groups[0]["lr"]}
         if val is not None:
@@ -402,12 +408,8 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
             for s in range(0, len(order), batch_size):
                 x, gt, vis = _live_batch(ds, rows[order[s : s + batch_size]], stats, device, tps, g)
                 gt, vis = gt.to(device), vis.to(device)
-                loss = regression_loss(reg(source.maps(x), grid), gt, None if bool(vis.all()) else vis)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                total += regressor_step(reg, opt, source.maps(x), gt, vis, grid)
                 passed += x.shape[0]
-                total += loss.item()
                 steps += 1
             entry = {"epoch": epoch, "loss": total / max(1, steps), "lr": opt.param_groups[0]["lr"]}
             if val is not None:
@@ -435,15 +437,6 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
 
 
 # ----------------------------------------------------------------------------- driver
-def _versions() -> dict:
-    import torchvision
-
-    import equinv
-
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "equinv": equinv.__version__,
-            "python": platform.python_version(), "numpy": np.__version__}
-
-
 def _resolved_config(cfg: RegressionConfig, source) -> dict:
     """``cfg`` as a dict with what was actually used: a DVE backbone's source and arch."""
     c = asdict(cfg)
@@ -637,7 +630,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         "tps_aug_note": ("fixed TPS copies per selected image precomputed once (not redrawn per epoch)"
                          if cfg.tps_aug else None),
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in logsk.skips],
-        "versions": _versions(),
+        "versions": software_versions(),
     }
     if out is not None:
         out = Path(out)
