@@ -47,7 +47,8 @@ def cmd_regress(args: argparse.Namespace) -> int:
         layers=args.layers, source=args.source, taps=args.taps.split(",") if args.taps else None,
         projector=args.projector, parts=args.parts, grid=args.grid, finetune=args.finetune,
         finetune_lr_mult=args.finetune_lr_mult, n_heatmaps=args.n_heatmaps,
-        heatmap_init_std=args.heatmap_init_std, epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size,
+        heatmap_init_std=args.heatmap_init_std, softargmax_mul=args.softargmax_mul, epochs=args.epochs, lr=args.lr,
+        wd=args.wd, batch_size=args.batch_size,
         n_train=_n_train(args.n_train), repeats=args.repeats, tps_aug=args.tps_aug, tps_copies=args.tps_copies,
         seed=args.seed, paper_pck=args.paper_pck, eval_batch_size=args.eval_batch_size, device=args.device,
         cache_dir=args.cache_dir,
@@ -106,6 +107,9 @@ def register(sub) -> None:
     r.add_argument("--heatmap-init-std", type=float, default=1.0,
                    help="std of the heat-map weights' init (default 1, the reference; ~0.03 converges much faster "
                    "in short runs, see docs/evaluation.md)")
+    r.add_argument("--softargmax-mul", type=float, default=100.0,
+                   help="softmax multiplier of the heat-maps (default 100, the reference; 3 starts from soft maps "
+                   "and converges in a few thousand steps, see docs/evaluation.md)")
     r.add_argument("--finetune-lr-mult", type=float, default=0.1, help="backbone lr / regressor lr (default 0.1)")
     r.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v]")
     r.add_argument("--val", default=None, metavar="SPEC", help="validation dataset for epoch selection")

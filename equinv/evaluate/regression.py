@@ -90,6 +90,7 @@ class RegressionConfig:
     grid: int | None = None
     n_heatmaps: int = 50
     heatmap_init_std: float = 1.0
+    softargmax_mul: float = 100.0
     paper_pck: bool = False
     eval_batch_size: int = 32
     pck_alpha: float = 0.05
@@ -287,7 +288,7 @@ def regressor_step(reg: KeypointRegressor, opt: torch.optim.Optimizer, maps, gt:
 def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: float, batch_size: int = 32,
                     tile: int = 1, val: FeatureSet | None = None, device="cpu", seed: int = 0, grid: int = 48,
                     image_size: int = 96, alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
-                    log=None) -> tuple[KeypointRegressor, dict]:
+                    softargmax_mul: float = 100.0, log=None) -> tuple[KeypointRegressor, dict]:
     """Train a :class:`KeypointRegressor` on cached features; returns the kept model and a training log.
 
     ``tile`` repeats the training rows per epoch (the reference's limited-annotation sampler). The model of
@@ -297,7 +298,7 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reg = KeypointRegressor(channels, train.landmarks.shape[1], n_heatmaps=n_heatmaps,
-                                init_std=init_std).to(device)
+                                init_std=init_std, softargmax_mul=softargmax_mul).to(device)
     opt = torch.optim.Adam(reg.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8, weight_decay=wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 8e-4)
     n = len(train)
@@ -376,7 +377,7 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
                        lr_mult: float = 0.1, batch_size: int = 32, tile: int = 1, tps: bool = False, val=None,
                        stats: str = "face", device="cpu", seed: int = 0, grid: int = 48, image_size: int = 96,
                        alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
-                       log=None) -> tuple[KeypointRegressor, dict]:
+                       softargmax_mul: float = 100.0, log=None) -> tuple[KeypointRegressor, dict]:
     """Train the regressor and the source's weights end to end (appendix A.2); the source is modified in place.
 
     The backbone runs on every batch (train mode: BatchNorm statistics adapt) at ``lr · lr_mult``; with
@@ -387,7 +388,7 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reg = KeypointRegressor(source.channels, labels.landmarks.shape[1], n_heatmaps=n_heatmaps,
-                                init_std=init_std).to(device)
+                                init_std=init_std, softargmax_mul=softargmax_mul).to(device)
     params = [p for p in source.parameters() if p.is_floating_point()]
     for p in params:
         p.requires_grad_(True)
@@ -562,13 +563,14 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                     lr_mult=cfg.finetune_lr_mult, batch_size=cfg.batch_size, tile=tile, tps=cfg.tps_aug,
                     val=(val_ds, val_fs) if val_ds is not None else None, stats=stats, device=device, seed=seed,
                     grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
-                    init_std=cfg.heatmap_init_std, log=log)
+                    init_std=cfg.heatmap_init_std, softargmax_mul=cfg.softargmax_mul, log=log)
                 backbone_images += info["backbone_images"]
             else:
                 reg, info = train_regressor(sub, source.channels, epochs=cfg.epochs, lr=lr, wd=wd,
                                             batch_size=cfg.batch_size, tile=tile, val=val_fs, device=device, seed=seed,
                                             grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha,
-                                            n_heatmaps=cfg.n_heatmaps, init_std=cfg.heatmap_init_std, log=log)
+                                            n_heatmaps=cfg.n_heatmaps, init_std=cfg.heatmap_init_std,
+                                            softargmax_mul=cfg.softargmax_mul, log=log)
             rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
                    "final_loss": info["history"][-1]["loss"],
                    "train_rows": rows.tolist() if rows is not None else None, "tests": {}}

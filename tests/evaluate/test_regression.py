@@ -83,6 +83,12 @@ def test_random_backbone_regressor_beats_the_mean_shape_on_held_out_synthetic_fa
     cfg = RegressionConfig(train=train, test=[test], epochs=60, lr=3e-2, wd=5e-4, n_heatmaps=10, device="cpu",
                            seed=0)
     res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
+    baseline = _mean_shape_iod(train, test)
+    assert res["iod_error_percent"] < 0.9 * baseline, (res["iod_error_percent"], baseline)
+
+
+def _mean_shape_iod(train: str, test: str) -> float:
+    """IOD error (%) of predicting the mean training shape for every test image (final 96-px view)."""
     from equinv.data.dataset import LandmarkDataset
     from equinv.data.preprocess import Preprocess
     from equinv.data.spec import read_index
@@ -90,5 +96,25 @@ def test_random_backbone_regressor_beats_the_mean_shape_on_held_out_synthetic_fa
     tr = LandmarkDataset(read_index(train), Preprocess(size=96))
     te = torch.from_numpy(LandmarkDataset(read_index(test), Preprocess(size=96)).landmarks)
     mean_shape = torch.from_numpy(tr.landmarks).mean(0, keepdim=True).expand_as(te)
-    baseline = iod_error(mean_shape, te, (0, 1)).mean().item()
-    assert res["iod_error_percent"] < 0.9 * baseline, (res["iod_error_percent"], baseline)
+    return iod_error(mean_shape, te, (0, 1)).mean().item()
+
+
+@pytest.mark.slow
+def test_random_backbone_regressor_reaches_a_low_held_out_error_on_synthetic_faces():
+    """With ``softargmax_mul=3`` the regressor localises held-out synthetic faces well from a random ResNet18.
+
+    The reference's ×100 softmax on randn (std 1) heat-map weights over a 960-channel O(1) hypercolumn starts
+    every heat-map as a hard argmax, and a few thousand Adam steps leave it near the mean shape (see the
+    test above and docs/evaluation.md "Short runs"). Multiplier 3 starts from soft maps. It is the same
+    function class: only the logits' scale (equivalently the heat-map weights' init and step size) differs.
+    """
+    train, test = "synthetic:512?size=64&clutter=0", "synthetic:64?size=64&clutter=0&seed=1"
+    cfg = RegressionConfig(train=train, test=[test], epochs=30, lr=3e-2, wd=5e-4, n_heatmaps=10, grid=24,
+                           softargmax_mul=3.0, device="cpu", seed=0)
+    res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
+    baseline = _mean_shape_iod(train, test)
+    err = res["iod_error_percent"]
+    assert baseline > 25, baseline  # the faces really vary in pose and shape
+    assert err < 12, (err, baseline)
+    assert err < 0.4 * baseline, (err, baseline)
+    assert res["pck"] > 75, res["pck"]

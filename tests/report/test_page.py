@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -141,6 +142,7 @@ def test_eval_regress_command_writes_the_page(tmp_path, capsys):
 
     out = tmp_path / "eval"
     assert main(["eval", "regress", "--train", "synthetic:8?size=64", "--test", "synthetic:4?size=64&seed=1",
-                 "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+                 "--epochs", "1", "--softargmax-mul", "3", "--out", str(out), "--quiet"]) == 0
     assert f"wrote {out / 'report.html'}" in capsys.readouterr().out
+    assert json.loads((out / "regression.json").read_text())["config"]["softargmax_mul"] == 3.0
     assert (out / "report.md").is_file() and (out / "report_landmarks_0_0.png").is_file()
