@@ -1,0 +1,282 @@
+"""The experiment plan: named steps built from a budget config.
+
+Each :class:`Step` is one ``equinv`` command (its argv), the directory it writes, the files that say it
+is done, the steps it depends on, and the table it feeds. Steps are listed in a valid run order.
+
+Layout under the run root ``OUT`` (``runs/repro`` by default)::
+
+    faces/pretrain, faces/dve, faces/project_d{64,128,256}, faces/parts_nmf64, faces/parts_pca
+    faces/regress/{hc,random,dve,proj_d*,nmf64,layer1..5,hc_l*}      Tables 2, 3, 4, 5, 10
+    faces/match/{hc,random,dve,proj_d*}, faces/match_fig/{hc,proj_d*}   Tables 1, 9; Fig. 2
+    faces/limited/{hc,proj_d64,dve,random}, faces/limited/compare        Table 12 / Fig. 4a
+    faces68/regress/{hc,random,dve}                                      300-W (Table 10 column)
+    birds/pretrain, birds/dve, birds/regress/{hc,random,dve}            CUB (Tables 2, 13)
+    feature_cache/                                                       frozen features, shared
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from equinv.experiments import estimate as est
+
+#: The file whose presence means an interrupted training step can continue with ``--resume``.
+RESUME_FILE = "checkpoints/last.safetensors"
+#: Table 3: single taps by the paper's layer number (#1 = the post-maxpool map, #5 = conv5_x).
+LAYER_NUMBER = {"conv1": 1, "conv2": 2, "conv3": 3, "conv4": 4, "conv5": 5}
+#: Landmarks per benchmark (the regression cost scales with them).
+LANDMARKS = {"face5": 5, "face68": 68, "bird": 15}
+
+
+@dataclass
+class Step:
+    """One command of the plan.
+
+    ``argv`` may hold ``{minutes}``: the runner fills in the wall-clock budget (``minutes``, or the
+    wall-clock that step ``minutes_from`` used, less what earlier attempts already spent).
+    """
+
+    name: str
+    argv: list[str]
+    out: str
+    outputs: list[str]
+    deps: list[str] = field(default_factory=list)
+    table: str = ""
+    label: str = ""
+    resume_argv: list[str] | None = None
+    minutes: float | None = None
+    minutes_from: str | None = None
+    estimate_min: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    def command(self, argv: list[str] | None = None) -> str:
+        """The shell command line of ``argv`` (default: the step's own)."""
+        return shlex.join(["equinv", *(self.argv if argv is None else argv)])
+
+
+class _Builder:
+    """Builds the steps of one config into ``self.steps`` (one method per experiment)."""
+
+    def __init__(self, cfg: dict, root: str):
+        self.cfg, self.root = cfg, Path(root)
+        self.data, self.counts, self.rates = cfg["data"], cfg["counts"], cfg["rates"]
+        self.arch = cfg.get("arch", "resnet18")
+        self.dev = ["--device", cfg["device"]] if cfg.get("device") else []
+        self.cache = str(self.root / "feature_cache")
+        self.steps: list[Step] = []
+
+    def d(self, *parts: str) -> str:
+        return str(self.root.joinpath(*parts))
+
+    def add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    # -- representation learning -------------------------------------------------------------------------
+    def pretrain(self, prefix: str, data: list[str], c: dict, n: int, table: str) -> Step:
+        out = self.d(prefix, "pretrain")
+        cap = ["--max-minutes", "{minutes}"] if c.get("max_minutes") else []
+        data_args = [a for spec in data for a in ("--data", spec)]
+        argv = ["pretrain", *data_args, "--arch", self.arch, "--epochs", str(c["epochs"]), "--batch-size",
+                str(c["batch_size"]), *cap, "--out", out, *self.dev, "--quiet", *c.get("extra", [])]
+        resume = ["pretrain", "--resume", out, "--epochs", str(c["epochs"]), *cap, *self.dev, "--quiet"]
+        return self.add(Step(f"{prefix}_pretrain", argv, out, ["backbone.safetensors"], [], table,
+                             f"MoCo {self.arch}", resume, c.get("max_minutes"), None,
+                             est.pretrain_minutes(self.rates, n, c["epochs"], c.get("max_minutes"))))
+
+    def dve(self, prefix: str, data: list[str], c: dict, n: int, table: str) -> Step:
+        out = self.d(prefix, "dve")
+        same = c.get("same_wall_as_pretrain")
+        cap = ["--max-minutes", "{minutes}"] if c.get("max_minutes") or same else []
+        data_args = [a for spec in data for a in ("--data", spec)]
+        argv = ["pretrain", "--method", "dve", "--arch", c["arch"], *data_args, "--epochs", str(c["epochs"]), *cap,
+                "--out", out, *self.dev, "--quiet", *c.get("extra", [])]
+        resume = ["pretrain", "--resume", out, *cap, *self.dev, "--quiet"]
+        pre = f"{prefix}_pretrain"
+        estimate = est.pretrain_minutes(self.rates, n, c["epochs"], c.get("max_minutes"), "dve_img_s")
+        if same:
+            estimate = next(s.estimate_min for s in self.steps if s.name == pre)
+        return self.add(Step(f"{prefix}_dve", argv, out, ["descriptor.safetensors"], [pre] if same else [], table,
+                             f"DVE {c['arch']}", resume, c.get("max_minutes"), pre if same else None, estimate,
+                             {"arch": c["arch"]}))
+
+    def faces_representations(self) -> None:
+        f, d = self.cfg["faces"], self.data
+        self.pretrain("faces", [d["face_pretrain"]], f["pretrain"], self.counts["face_pretrain"], "all face tables")
+        self.dve("faces", [d["face_pretrain"]], f["dve"], self.counts["face_pretrain"], "DVE baseline")
+        p = f["project"]
+        for dim in p["dims"]:
+            out = self.d("faces", f"project_d{dim}")
+            lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
+            argv = ["project", "--backbone", self.d("faces", "pretrain"), "--arch", self.arch, "--dim", str(dim),
+                    "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
+                    "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *p.get("extra", [])]
+            n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
+            self.add(Step(f"faces_project_d{dim}", argv, out, ["checkpoints/best.safetensors"], ["faces_pretrain"],
+                          "projector", f"projector {dim}-D", ["project", "--resume", out, *self.dev, "--quiet"],
+                          estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"]),
+                          meta={"dim": dim}))
+        parts = f["parts"]
+        for method, dim in (("nmf", parts["nmf_dim"]), ("pca", parts.get("pca_dim"))):
+            if not dim:
+                continue
+            name = f"parts_nmf{dim}" if method == "nmf" else "parts_pca"
+            out = self.d("faces", name)
+            argv = ["parts", "--backbone", self.d("faces", "pretrain"), "--arch", self.arch, "--data",
+                    d["face_pretrain"], "--method", method, "--dim", str(dim), "--max-images",
+                    str(parts["max_images"]), "--out", out, *self.dev, "--quiet", *parts.get("extra", [])]
+            self.add(Step(f"faces_{name}", argv, out, ["parts.safetensors"], ["faces_pretrain"], "Fig. 5 / Table 4",
+                          f"{method.upper()} {dim}", estimate_min=est.small_minutes(self.rates, parts["max_images"]),
+                          meta={"method": method, "dim": dim}))
+
+    # -- landmark regression -------------------------------------------------------------------------------
+    def regress(self, name: str, bench: str, backbone: str, deps: list[str], c: dict, table: str, label: str,
+                extra: list[str] | None = None, grid: int = 48, meta: dict | None = None) -> Step:
+        """An all-annotation regression on benchmark ``bench`` (face5, face68, bird); tests: test (+ val)."""
+        d = self.data
+        val = d.get(f"{bench}_val")
+        tests = [d[f"{bench}_test"]] + ([val] if val else [])
+        exp = {"face5": "faces", "face68": "faces68", "bird": "birds"}[bench]
+        out = self.d(exp, "regress", name)
+        argv = ["eval", "regress", "--backbone", backbone, "--arch", self.arch, "--train", d[f"{bench}_train"],
+                *(["--val", val] if val else []), *[a for t in tests for a in ("--test", t)],
+                "--epochs", str(c["epochs"]), *(extra or []), "--cache-dir", self.cache, "--out", out, *self.dev,
+                "--quiet", *c.get("extra", [])]
+        n_tests = [self.counts[f"{bench}_test"]] + ([self.counts[f"{bench}_val"]] if val else [])
+        estimate = est.regress_minutes(self.rates, self.counts[f"{bench}_train"], self.counts.get(f"{bench}_val", 0)
+                                       if val else 0, n_tests, c["epochs"], LANDMARKS[bench], grid)
+        m = {"tests": ["test", "val"] if val else ["test"], "bench": bench, **(meta or {})}
+        return self.add(Step(f"{exp}_regress_{name}", argv, out, ["regression.json"], deps, table, label,
+                             estimate_min=estimate, meta=m))
+
+    def _methods(self, prefix: str, bench: str, c: dict, table: str, extra: list[str] | None = None) -> None:
+        """Our hypercolumn, random init and DVE on one benchmark."""
+        dve_arch = self.cfg[prefix]["dve"]["arch"]
+        spec = {
+            "hc": (self.d(prefix, "pretrain"), [f"{prefix}_pretrain"], f"ours, {self.arch} hypercolumn", 48),
+            "random": ("random", [], f"random-init {self.arch} hypercolumn", 48),
+            "dve": (self.d(prefix, "dve"), [f"{prefix}_dve"], f"DVE {dve_arch}", est.DVE_GRID.get(dve_arch, 48)),
+        }
+        for m in c["methods"]:
+            backbone, deps, label, grid = spec[m]
+            self.regress(m, bench, backbone, deps, c, table, label, extra, grid, {"method": m})
+
+    def faces_regression(self) -> None:
+        f = self.cfg["faces"]
+        c = f["regress"]
+        P = self.d("faces", "pretrain")
+        self._methods("faces", "face5", {**c, "methods": ["hc", "random", "dve"]}, "Table 2/5/10")
+        for dim in f["project"]["dims"]:
+            extra = ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}")]
+            self.regress(f"proj_d{dim}", "face5", P, ["faces_pretrain", f"faces_project_d{dim}"], c, "Table 2/4/10",
+                         f"ours + projector {dim}-D", extra, meta={"dim": dim, "method": "proj"})
+        k = f["parts"]["nmf_dim"]
+        extra = ["--source", "nmf", "--parts", self.d("faces", f"parts_nmf{k}", "parts.safetensors")]
+        self.regress(f"nmf{k}", "face5", P, ["faces_pretrain", f"faces_parts_nmf{k}"], c, "Table 4", f"ours + NMF {k}",
+                     extra, meta={"dim": k, "method": "nmf"})
+        for tap in c.get("single_taps", []):
+            i = LAYER_NUMBER[tap]
+            self.regress(f"layer{i}", "face5", P, ["faces_pretrain"], c, "Table 3", f"single layer #{i} ({tap})",
+                         ["--taps", tap], est.TAP_GRID[tap], {"layer": i, "tap": tap})
+        for n in c.get("extra_layers", []):
+            self.regress(f"hc_l{n}", "face5", P, ["faces_pretrain"], c, "Table 3", f"hypercolumn --layers {n}",
+                         ["--layers", str(n)], meta={"layers": n})
+
+    # -- matching -------------------------------------------------------------------------------------------
+    def faces_matching(self) -> None:
+        f, d = self.cfg["faces"], self.data
+        m = f["match"]
+        P = self.d("faces", "pretrain")
+        rows = [("hc", P, [], ["faces_pretrain"], f"ours, {self.arch} hypercolumn", {}),
+                ("random", "random", [], [], f"random-init {self.arch} hypercolumn", {}),
+                ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)", {})]
+        for dim in f["project"]["dims"]:
+            rows.append((f"proj_d{dim}", P, ["--descriptor", "projected", "--projector",
+                                             self.d("faces", f"project_d{dim}")],
+                         ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D", {"dim": dim}))
+        for name, backbone, extra, deps, label, meta in rows:
+            out = self.d("faces", "match", name)
+            argv = ["eval", "match", "--backbone", backbone, "--arch", self.arch, "--data", d["match_test"], *extra,
+                    "--pairs", str(m["pairs"]), "--out", out, *self.dev, "--quiet"]
+            self.add(Step(f"faces_match_{name}", argv, out, ["match.json"], deps, "Table 1/9", label,
+                          estimate_min=est.match_minutes(self.rates, m["pairs"]), meta={"method": name, **meta}))
+        big = max(f["project"]["dims"]) if f["project"]["dims"] else None
+        for name, extra, deps in (("hc", [], ["faces_pretrain"]),
+                                  *([(f"proj_d{big}", ["--projector", self.d("faces", f"project_d{big}")],
+                                      ["faces_pretrain", f"faces_project_d{big}"])] if big else [])):
+            out = self.d("faces", "match_fig", name)
+            n = str(m["figure_targets"])
+            argv = ["match", "--backbone", P, "--arch", self.arch, "--reference", f"{d['match_test']}#0",
+                    "--targets", d["match_test"], *extra, "--max-targets", n, "--n-figure", n, "--out", out,
+                    *self.dev, "--quiet"]
+            self.add(Step(f"faces_matchfig_{name}", argv, out, ["matches.png"], deps, "Fig. 2", name,
+                          estimate_min=est.small_minutes(self.rates, m["figure_targets"])))
+
+    # -- limited annotations ----------------------------------------------------------------------------------
+    def faces_limited(self) -> None:
+        f, d = self.cfg["faces"], self.data
+        c = f["limited"]
+        P, dim = self.d("faces", "pretrain"), c["projector_dim"]
+        spec = {
+            "hc": ("hc", P, [], ["faces_pretrain"], f"ours, {self.arch} hypercolumn"),
+            "proj": (f"proj_d{dim}", P, ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}")],
+                     ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D"),
+            "dve": ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)"),
+            "random": ("random", "random", [], [], f"random-init {self.arch} hypercolumn"),
+        }
+        names, outs, labels = [], [], []
+        for m in c["methods"]:
+            name, backbone, extra, deps, label = spec[m]
+            out = self.d("faces", "limited", name)
+            argv = ["eval", "regress", "--backbone", backbone, "--arch", self.arch, *extra, "--train",
+                    d["face5_train"], "--test", d["face5_test_limited"], "--epochs", str(c["epochs"]), "--n-train",
+                    ",".join(str(n) for n in c["n_train"]), "--repeats", str(c["repeats"]), "--tps-aug",
+                    "--tps-copies", str(c["tps_copies"]), "--cache-dir", self.cache, "--out", out, *self.dev,
+                    "--quiet", *c.get("extra", [])]
+            grid = est.DVE_GRID.get(f["dve"]["arch"], 48) if m == "dve" else 48
+            estimate = est.limited_minutes(self.rates, self.counts["face5_train"], self.counts["face5_test_limited"],
+                                           c["n_train"], c["repeats"], c["epochs"], c["tps_copies"], 5, grid)
+            self.add(Step(f"faces_limited_{name}", argv, out, ["regression.json"], deps, "Table 12 / Fig. 4a", label,
+                          estimate_min=estimate, meta={"method": m}))
+            names.append(f"faces_limited_{name}")
+            outs.append(out)
+            labels.append(label.replace(",", ""))
+        out = self.d("faces", "limited", "compare")
+        self.add(Step("faces_limited_compare", ["report", *outs, "--names", ",".join(labels), "--out", out], out,
+                      ["compare.md"], names, "Fig. 4a", "limited-annotation curves",
+                      estimate_min=est.small_minutes(self.rates)))
+
+    def faces68(self) -> None:
+        self._methods("faces", "face68", self.cfg["faces68"]["regress"], "300-W (Table 10)")
+
+    def birds(self) -> None:
+        b, d = self.cfg["birds"], self.data
+        n = self.counts["bird_pretrain"]
+        self.pretrain("birds", list(d["bird_pretrain"]), b["pretrain"], n, "birds")
+        self.dve("birds", list(d["bird_pretrain"]), b["dve"], n, "birds")
+        self._methods("birds", "bird", b["regress"], "CUB (Tables 2, 13)", ["--paper-pck"])
+
+
+def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
+    """All steps of a budget config, in run order (every step after the steps it depends on)."""
+    b = _Builder(cfg, out)
+    b.faces_representations()
+    b.faces_regression()
+    b.faces_matching()
+    b.faces_limited()
+    b.faces68()
+    b.birds()
+    names = [s.name for s in b.steps]
+    assert len(set(names)) == len(names), "duplicate step names"
+    return b.steps
+
+
+def select_steps(steps: list[Step], only: list[str] | None) -> list[Step]:
+    """The steps whose names match one of the ``only`` patterns (fnmatch; all steps when empty)."""
+    from fnmatch import fnmatch
+
+    if not only:
+        return list(steps)
+    return [s for s in steps if any(fnmatch(s.name, p) for p in only)]

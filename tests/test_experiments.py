@@ -1,0 +1,256 @@
+"""The experiment harness: plan, resumable runner, results page and claim checks (``equinv.experiments``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from equinv.experiments import markers as M
+from equinv.experiments import paper as P
+from equinv.experiments.__main__ import main
+from equinv.experiments.config import load_config
+from equinv.experiments.plan import Step, build_plan
+from equinv.experiments.results import write_results
+from equinv.experiments.runner import budget_minutes, run_plan, step_state
+
+PAPER_TXT = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper.txt"
+
+SMOKE_STEPS = [
+    "faces_pretrain", "faces_dve", "faces_project_d16", "faces_project_d32", "faces_parts_nmf16", "faces_parts_pca",
+    "faces_regress_hc", "faces_regress_random", "faces_regress_dve", "faces_regress_proj_d16",
+    "faces_regress_proj_d32", "faces_regress_nmf16", "faces_regress_layer3", "faces_regress_layer4",
+    "faces_match_hc", "faces_match_random", "faces_match_dve", "faces_match_proj_d16", "faces_match_proj_d32",
+    "faces_matchfig_hc", "faces_matchfig_proj_d32", "faces_limited_hc", "faces_limited_proj_d16",
+    "faces_limited_dve", "faces_limited_random", "faces_limited_compare", "faces68_regress_hc",
+    "faces68_regress_random", "faces68_regress_dve", "birds_pretrain", "birds_dve", "birds_regress_hc",
+    "birds_regress_random", "birds_regress_dve",
+]
+
+
+def _smoke(tmp_path: Path) -> tuple[dict, list[Step]]:
+    cfg = load_config("smoke")
+    return cfg, build_plan(cfg, str(tmp_path / "run"))
+
+
+# -- (a) the plan ---------------------------------------------------------------------------------------------
+def test_smoke_dry_run_lists_every_step_and_command(tmp_path, capsys):
+    assert main(["reproduce", "--budget", "smoke", "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    names = re.findall(r"^\[\w+\]\s+(\S+):", out, flags=re.M)
+    assert names == SMOKE_STEPS
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+    cmds = dict(zip(names, re.findall(r"^    (equinv .*)$", out, flags=re.M), strict=True))
+    assert cmds["faces_pretrain"].startswith("equinv pretrain --data 'synthetic:32?seed=0&size=64' --arch resnet18")
+    assert "--max-minutes '<wall-clock of faces_pretrain>'" in cmds["faces_dve"]
+    assert "--method dve --arch smallnet" in cmds["faces_dve"]
+    assert "--source projected --projector" in cmds["faces_regress_proj_d16"]
+    assert "--source nmf --parts" in cmds["faces_regress_nmf16"] and "parts.safetensors" in cmds["faces_regress_nmf16"]
+    assert "--taps conv4" in cmds["faces_regress_layer4"]
+    assert "--n-train 2,4 --repeats 2 --tps-aug --tps-copies 2" in cmds["faces_limited_hc"]
+    assert "--descriptor projected" in cmds["faces_match_proj_d32"] and "--pairs 4" in cmds["faces_match_hc"]
+    assert "--paper-pck" in cmds["birds_regress_hc"] and "--val" not in cmds["birds_regress_hc"]
+    assert cmds["faces_limited_compare"].startswith("equinv report ")
+    assert "34 of 34 selected steps to run" in out
+
+
+@pytest.mark.parametrize("budget", ["cpu", "gpu", "smoke"])
+def test_plans_are_ordered_and_val_never_a_test_split(budget):
+    cfg = load_config(budget)
+    steps = build_plan(cfg, "runs/x")
+    seen: set[str] = set()
+    for s in steps:
+        assert set(s.deps) <= seen, f"{s.name} runs before {set(s.deps) - seen}"
+        seen.add(s.name)
+        if "--val" in s.argv:
+            assert "test" not in s.argv[s.argv.index("--val") + 1].lower()
+    if budget == "cpu":
+        assert max(s.estimate_min for s in steps) <= 90
+        assert 600 < sum(s.estimate_min for s in steps) < 1800
+
+
+def test_paper_datasets_overlays_load():
+    for f in sorted((Path(__file__).resolve().parents[1] / "experiments/configs/paper_datasets").glob("*.json")):
+        cfg = load_config("gpu", "/data", str(f))
+        steps = build_plan(cfg, "runs/x")
+        assert steps and all("{root}" not in a for s in steps for a in s.argv), f.name
+
+
+# -- the runner ---------------------------------------------------------------------------------------------
+def test_runner_records_skips_and_isolates_failures(tmp_path):
+    ok = Step("ok", ["data", "kinds"], str(tmp_path / "ok"), [])
+    bad = Step("bad", ["data", "check", "nope:/x", "--no-sheet"], str(tmp_path / "bad"), [])
+    after_bad = Step("after_bad", ["data", "kinds"], str(tmp_path / "after"), [], deps=["bad"])
+    indep = Step("indep", ["data", "kinds"], str(tmp_path / "indep"), [], deps=["ok"])
+    steps = [ok, bad, after_bad, indep]
+    s1 = run_plan(steps, in_process=True, echo=lambda _: None)
+    assert s1.status == {"ok": "ok", "bad": "failed", "after_bad": "blocked", "indep": "ok"} and not s1.ok
+    m = M.read_marker(ok)
+    assert m["status"] == "ok" and m["exit_code"] == 0 and m["wall_s"] >= 0 and m["command"] == "equinv data kinds"
+    assert M.read_marker(bad)["exit_code"] == 2 and "unknown dataset kind" in (tmp_path / "bad/step.log").read_text()
+    s2 = run_plan(steps, in_process=True, echo=lambda _: None)
+    assert s2.status["ok"] == "done" and s2.status["indep"] == "done" and s2.status["bad"] == "failed"
+    assert len(M.read_marker(ok)["attempts"]) == 1
+
+
+def test_resume_and_budget_rules(tmp_path):
+    a = Step("a", ["pretrain"], str(tmp_path / "a"), ["backbone.safetensors"], resume_argv=["pretrain", "--resume"],
+             minutes=5.0)
+    b = Step("b", ["x", "--max-minutes", "{minutes}"], str(tmp_path / "b"), ["w"], deps=["a"], minutes=3.0,
+             minutes_from="a")
+    by = {"a": a, "b": b}
+    assert step_state(a, by)[0] == "run" and budget_minutes(b, by) is None
+    (tmp_path / "a/checkpoints").mkdir(parents=True)
+    (tmp_path / "a/checkpoints/last.safetensors").write_bytes(b"x")
+    assert step_state(a, by)[0] == "resume"
+    (tmp_path / "a/backbone.safetensors").write_bytes(b"w1")
+    M.write_marker(a, {"status": "ok", "end": 1.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
+    assert step_state(a, by)[0] == "done"
+    assert budget_minutes(b, by) == pytest.approx(1.1)  # a's wall-clock, rounded up to 0.1 min, under b's cap
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b/w").write_text("1")
+    M.write_marker(b, {"status": "ok", "end": 2.0, "dep_digests": {"a": M.output_digests(a)}})
+    assert step_state(b, by)[0] == "done"
+    (tmp_path / "a/backbone.safetensors").write_bytes(b"w2")  # a retrained: b is stale
+    M.write_marker(a, {"status": "ok", "end": 3.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
+    assert step_state(b, by)[0] == "stale"
+
+
+# -- (c) results page and claims on fake outputs ---------------------------------------------------------------
+def _fake_regression(step: Step, values: dict[str, float], pck: float | None = None) -> None:
+    specs = [step.argv[i + 1] for i, a in enumerate(step.argv) if a == "--test"]
+    tests = {spec: {"iod_error_percent": values.get(role), "iod_error_percent_std": None, "pck": pck}
+             for spec, role in zip(specs, step.meta["tests"], strict=True)}
+    rec = {"datasets": {"test": specs}, "runs": [{"n_train": 32, "all_annotations": True, "tests": tests,
+                                                   "per_repeat": [{"selected_epoch": 7}]}]}
+    Path(step.out).mkdir(parents=True, exist_ok=True)
+    (Path(step.out) / "regression.json").write_text(json.dumps(rec))
+
+
+def _fake_match(step: Step, same: float, diff: float) -> None:
+    Path(step.out).mkdir(parents=True, exist_ok=True)
+    (Path(step.out) / "match.json").write_text(json.dumps({"match_error_same": same, "match_error_diff": diff}))
+
+
+def test_results_claims_on_fake_outputs(tmp_path):
+    cfg, steps = _smoke(tmp_path)
+    by = {s.name: s for s in steps}
+    _fake_regression(by["faces_regress_hc"], {"test": 3.0, "val": 2.9})
+    _fake_regression(by["faces_regress_random"], {"test": 5.0, "val": 5.1})
+    _fake_regression(by["faces_regress_dve"], {"test": 2.5, "val": 2.4})
+    _fake_regression(by["faces_regress_layer3"], {"test": 4.0, "val": 3.5})
+    _fake_regression(by["faces_regress_layer4"], {"test": 3.2, "val": 3.3})
+    _fake_match(by["faces_match_hc"], 0.7, 6.0)
+    _fake_match(by["faces_match_dve"], 1.3, 3.0)
+    _fake_match(by["faces_match_proj_d32"], 0.8, 2.0)
+    _fake_regression(by["birds_regress_hc"], {}, pck=60.0)
+    _fake_regression(by["birds_regress_dve"], {}, pck=61.0)
+    findings = tmp_path / "findings.md"
+    findings.write_text("Hand-written finding: *verbatim*.\n")
+    page = write_results(cfg, steps, tmp_path / "results.md", findings=findings).read_text()
+    claims = {m.group(1): m.group(2) for m in re.finditer(r"^- \*\*(.+?)\*\*: (.+)$", page, flags=re.M)}
+    assert claims["Contrastive hypercolumns beat a random-init network on 5-point faces (test)"].startswith(
+        "holds (ours 3.00 vs random 5.00)")
+    assert claims["Contrastive hypercolumns beat DVE on 5-point faces (test)"].startswith(
+        "does not hold (ours 3.00 vs DVE 2.50)")
+    assert claims["Layer #4 (conv4_x) is the best single layer (validation split)"].startswith(
+        "holds (best on val: #4; #3 3.50, #4 3.30)")
+    assert claims["The hypercolumn beats the best single layer (test; layer chosen on val)"].startswith(
+        "holds (hypercolumn 3.00 vs layer #4 3.20)")
+    assert claims["Raw hypercolumns match poorly across identities: DVE beats them on different-identity "
+                  "matching"].startswith("holds (DVE 3.00 vs hypercolumn 6.00)")
+    assert claims["Projected features (32-D) beat DVE on different-identity matching"].startswith("holds")
+    assert claims["Contrastive hypercolumns beat DVE on birds (PCK)"].startswith("does not hold (ours 60.00 vs DVE "
+                                                                                 "61.00)")
+    assert claims["Feature projection beats NMF at the same dimension (16-D, test)"].startswith(
+        "not run (missing `faces_regress_proj_d16.test`")
+    assert "| ours, resnet18 hypercolumn | 2.90 | 3.00 | 7 |" in page
+    assert "Hand-written finding: *verbatim*." in page
+    for title in ("## Claims", "## 1. Landmark regression", "## 2. Single layers", "## 3. Landmark matching",
+                  "## 4. Limited annotations", "## 5. 68 landmarks", "## 6. Birds", "## Commands and wall-clock"):
+        assert title in page
+
+
+def test_paper_numbers_match_paper_text():
+    if not PAPER_TXT.is_file():
+        pytest.skip(f"{PAPER_TXT} not found")
+    lines = PAPER_TXT.read_text().splitlines()
+    groups = [P.REGRESSION, P.TABLE3, P.MATCHING, P.LIMITED, P.CUB]
+    for group in groups:
+        for key, row in group.items():
+            text = " ".join(lines[row.line - 1:(row.last_line or row.line)])
+            for col, v in row.values.items():
+                if v is not None:
+                    assert f"{v:.2f}" in text, f"{key} {col}: {v} not on paper.txt l.{row.line}"
+            for col, s in row.std.items():
+                assert f"{row.values[col]:.2f} ±{s:.2f}" in text, f"{key} {col} std"
+
+
+# -- (b) the whole smoke plan, end to end ------------------------------------------------------------------------
+def _fmt(v: float) -> str:
+    return f"{v:.2f}"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.timeout(1500)  # ~4 min on 2 idle cores; generous for a shared machine
+def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
+    run, results = tmp_path / "run", tmp_path / "results.md"
+    args = ["reproduce", "--budget", "smoke", "--out", str(run), "--results", str(results)]
+    steps = build_plan(load_config("smoke"), str(run))
+    by = {s.name: s for s in steps}
+    pre = by["faces_pretrain"]
+
+    # 1. MoCo killed (SIGKILL) after its first step, which left a checkpoint: recorded as failed
+    monkeypatch.setenv("EQUINV_TEST_KILL_AT_STEP", "1")
+    assert main([*args, "--only", "faces_pretrain"]) == 1
+    monkeypatch.delenv("EQUINV_TEST_KILL_AT_STEP")
+    m = M.read_marker(pre)
+    assert m["status"] == "failed" and m["exit_code"] != 0 and (run / "faces/pretrain/checkpoints").is_dir()
+    assert not (run / "faces/pretrain/backbone.safetensors").exists()
+
+    # 2. the whole plan: MoCo resumes from its checkpoint, everything else runs
+    assert main([*args, "--in-process"]) == 0
+    m = M.read_marker(pre)
+    assert m["status"] == "ok" and [a["resumed"] for a in m["attempts"]] == [False, True]
+    assert m["attempts"][1]["argv"][:3] == ["pretrain", "--resume", str(run / "faces/pretrain")]
+    for s in steps:
+        assert M.read_marker(s)["status"] == "ok", s.name
+    page = results.read_text()
+    for title in ("## Claims", "## 1. Landmark regression", "## 2. Single layers", "## 3. Landmark matching",
+                  "## 4. Limited annotations", "## 5. 68 landmarks", "## 6. Birds", "## Figures",
+                  "## Commands and wall-clock"):
+        assert title in page
+    assert "0 not run yet" in page and "Steps: 34 of 34 done" in page
+    reg = json.loads((run / "faces/regress/hc/regression.json").read_text())
+    test_spec, val_spec = reg["datasets"]["test"]
+    hc_row = next(ln for ln in page.splitlines() if ln.startswith("| ours, resnet18 hypercolumn | "))
+    assert _fmt(reg["runs"][0]["tests"][val_spec]["iod_error_percent"]) in hc_row
+    assert _fmt(reg["runs"][0]["tests"][test_spec]["iod_error_percent"]) in hc_row
+    mt = json.loads((run / "faces/match/proj_d32/match.json").read_text())
+    assert f"| {_fmt(mt['match_error_same'])} | {_fmt(mt['match_error_diff'])} |" in page
+    lim = json.loads((run / "faces/limited/dve/regression.json").read_text())
+    t = lim["runs"][1]["tests"][lim["datasets"]["test"][0]]
+    assert f"{_fmt(t['iod_error_percent'])} ± {_fmt(t['iod_error_percent_std'])}" in page
+    birds = json.loads((run / "birds/regress/hc/regression.json").read_text())
+    assert f"| {_fmt(birds['pck'])} | {_fmt(birds['paper_pck'])} |" in page
+    figs = list((tmp_path / "results_figures").glob("*.png"))
+    assert any("compare_curve" in f.name for f in figs) and any("matches" in f.name for f in figs)
+
+    # 3. a second invocation skips every step
+    capsys.readouterr()
+    assert main([*args, "--in-process"]) == 0
+    assert "0 ran, 34 already done" in capsys.readouterr().out
+
+    # 4. an interrupted step is redone, a pretraining without its weights resumed; the rest is left alone
+    (run / "faces/regress/random/regression.json").unlink()
+    (run / "faces/pretrain/backbone.safetensors").unlink()
+    shutil.rmtree(run / "faces/match/hc")
+    assert main([*args, "--in-process"]) == 0
+    assert "3 ran, 31 already done" in capsys.readouterr().out
+    assert [a["resumed"] for a in M.read_marker(pre)["attempts"]] == [False, True, True]
+    assert len(M.read_marker(by["faces_regress_hc"])["attempts"]) == 1  # the resumed weights are the same
+    assert len(M.read_marker(by["faces_regress_random"])["attempts"]) == 2
