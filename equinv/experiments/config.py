@@ -48,7 +48,10 @@ def load_config(budget: str, data_root: str = "../shared/data", data_config: str
     """
     path = config_path(budget)
     cfg = json.loads(path.read_text())
-    cfg["config_file"] = str(path)
+    try:  # the page shows a path anyone can follow from the repository root
+        cfg["config_file"] = str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        cfg["config_file"] = str(path)
     overlays = [data_config] if isinstance(data_config, str) else list(data_config or [])
     for f in overlays:
         try:
