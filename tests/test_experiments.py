@@ -69,7 +69,7 @@ def test_plans_are_ordered_and_val_never_a_test_split(budget):
             assert "test" not in s.argv[s.argv.index("--val") + 1].lower()
     if budget == "cpu":
         assert max(s.estimate_min for s in steps) <= 90
-        assert 600 < sum(s.estimate_min for s in steps) < 1800
+        assert 300 < sum(s.estimate_min for s in steps) < 1800
 
 
 def test_paper_datasets_overlays_load():
@@ -254,3 +254,66 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
     assert [a["resumed"] for a in M.read_marker(pre)["attempts"]] == [False, True, True]
     assert len(M.read_marker(by["faces_regress_hc"])["attempts"]) == 1  # the resumed weights are the same
     assert len(M.read_marker(by["faces_regress_random"])["attempts"]) == 2
+
+
+# -- (e) the archive: finished steps kept in the repository and restored on another machine --------------------
+def test_archive_keeps_finished_steps_and_restores_them_byte_identical(tmp_path, monkeypatch):
+    from equinv.experiments import archive as A
+
+    run, arch = tmp_path / "run", tmp_path / "archive"
+    a = Step("a", ["pretrain", "--out", str(run / "a")], str(run / "a"), ["backbone.safetensors"],
+             resume_argv=["pretrain", "--resume"])
+    b = Step("b", ["eval", "x"], str(run / "b"), ["regression.json"], deps=["a"])
+    c = Step("c", ["eval", "y"], str(run / "c"), ["regression.json"])  # failed: never archived
+    by = {s.name: s for s in (a, b, c)}
+    (run / "a/checkpoints").mkdir(parents=True)
+    (run / "a/checkpoints/last.safetensors").write_bytes(b"optimizer state")
+    (run / "a/tb").mkdir()
+    (run / "a/tb/events").write_bytes(b"tb")
+    (run / "a/backbone.safetensors").write_bytes(b"weights")
+    (run / "a/log.jsonl").write_text('{"epoch": 1}\n')
+    (run / "a/huge.png").write_bytes(b"x" * 64)
+    monkeypatch.setattr(A, "MAX_BYTES", 32)
+    M.write_marker(a, {"status": "ok", "end": 1.0, "argv": a.argv, "digests": M.output_digests(a)})
+    (run / "b").mkdir()
+    (run / "b/regression.json").write_text('{"runs": []}')
+    (run / "b/report_landmarks_0_0.png").write_bytes(b"png")
+    M.write_marker(b, {"status": "ok", "end": 2.0, "argv": b.argv, "digests": M.output_digests(b),
+                       "dep_digests": {"a": M.output_digests(a)}})
+    (run / "c").mkdir()
+    M.write_marker(c, {"status": "failed", "argv": c.argv})
+
+    assert A.archive_all([a, b, c], run, arch) == ["a", "b"]
+    assert sorted(p.relative_to(arch).as_posix() for p in arch.rglob("*") if p.is_file()) == [
+        "a/backbone.safetensors", "a/log.jsonl", "a/step.json", "b/regression.json", "b/report_landmarks_0_0.png",
+        "b/step.json"]  # no resume checkpoint, no TensorBoard, nothing over MAX_BYTES
+    assert A.archive_all([a, b, c], run, arch) == []  # unchanged steps are not copied again
+
+    shutil.rmtree(run)  # another machine: an empty run root
+    assert step_state(b, by)[0] == "run"
+    assert A.restore([a, b, c], run, arch) == ["a", "b"]
+    assert step_state(a, by)[0] == "done" and step_state(b, by)[0] == "done"
+    assert (run / "a/backbone.safetensors").read_bytes() == b"weights"
+    assert A.restore([a, b, c], run, arch) == []  # already there
+
+    shutil.rmtree(run)
+    other = Step("a", ["pretrain", "--epochs", "9", "--out", str(run / "a")], str(run / "a"),
+                 ["backbone.safetensors"])
+    assert A.restore([other], run, arch) == []  # archived with another command: ignored
+    assert not (run / "a").exists()
+
+
+def test_reproduce_archives_steps_and_results_rebuild_the_page_from_the_archive(tmp_path, capsys):
+    run, arch, page = tmp_path / "run", tmp_path / "archive", tmp_path / "results.md"
+    args = ["--budget", "smoke", "--out", str(run), "--results", str(page), "--archive", str(arch)]
+    assert main(["reproduce", *args, "--only", "faces_regress_random", "--in-process"]) == 0
+    assert (arch / "faces/regress/random/regression.json").is_file()
+    row = next(ln for ln in page.read_text().splitlines() if ln.startswith("| random-init resnet18 hypercolumn | "))
+    shutil.rmtree(run)
+    page.unlink()
+    capsys.readouterr()
+    assert main(["results", *args]) == 0
+    assert "restored 1 finished steps" in capsys.readouterr().out
+    assert row in page.read_text().splitlines()
+    assert main(["reproduce", *args, "--only", "faces_regress_random", "--in-process"]) == 0
+    assert "0 ran, 1 already done" in capsys.readouterr().out

@@ -18,6 +18,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run root of all steps (default runs/repro/BUDGET)")
     p.add_argument("--results", default=None,
                    help="results page (default docs/results.md; for the smoke budget OUT/results.md)")
+    p.add_argument("--archive", default=None, metavar="DIR",
+                   help="where finished steps are kept in the repository and restored from (default "
+                   "experiments/archive/BUDGET for the cpu and gpu budgets; none for smoke)")
+    p.add_argument("--no-archive", action="store_true", help="neither restore from nor write to the archive")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _paths(args: argparse.Namespace, budget: str) -> tuple[str, str]:
+def _paths(args: argparse.Namespace, budget: str) -> tuple[str, str, str | None]:
     out = args.out or f"runs/repro/{budget}"
     results = args.results or (f"{out}/results.md" if budget == "smoke" else "docs/results.md")
-    return out, results
+    archive = None if args.no_archive else args.archive or (
+        None if budget == "smoke" or budget.endswith(".json") else f"experiments/archive/{budget}")
+    return out, results, archive
 
 
 def main(argv: list[str] | None = None) -> int:
+    from equinv.experiments import archive as A
     from equinv.experiments.config import load_config
     from equinv.experiments.plan import build_plan
     from equinv.experiments.results import write_results
@@ -57,15 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"equinv.experiments: error: {e}", file=sys.stderr)
         return 2
-    out, results = _paths(args, cfg["budget"])
+    out, results, archive = _paths(args, cfg["budget"])
     cfg["run_root"] = out
     steps = build_plan(cfg, out)
+    if archive and getattr(args, "dry_run", False):
+        print(f"(a real run first restores the finished steps kept in {archive})")
+    elif archive:
+        restored = A.restore(steps, out, archive)
+        if restored:
+            print(f"restored {len(restored)} finished steps from {archive}: {', '.join(restored)}")
+        kept = A.archive_all(steps, out, archive)  # steps finished by a run without the archive
+        if kept:
+            print(f"archived {len(kept)} finished steps into {archive}: {', '.join(kept)}")
     if args.command == "results":
         print(f"results page: {write_results(cfg, steps, results)}")
         return 0
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     try:
-        summary = run_plan(steps, only=only, dry_run=args.dry_run, in_process=args.in_process)
+        summary = run_plan(steps, only=only, dry_run=args.dry_run, in_process=args.in_process,
+                           on_ok=(lambda s: A.archive_step(s, out, archive)) if archive else None)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,7 +1,7 @@
 """Wall-clock estimates (minutes) of plan steps from a budget's measured ``rates``.
 
-The figures behind the CPU rates: MoCo ResNet18 ≈ 53 img/s at batch 256 (96 px, 2 cores); a regressor
-step (batch 32, 5 landmarks × 50 heat-maps on a 48² grid) ≈ 0.9 s, proportional to landmarks × grid²
+The figures behind the CPU rates: MoCo ResNet18 ≈ 60 img/s at batch 256 (96 px, 2 cores); a regressor
+step (batch 32, 5 landmarks × 50 heat-maps on a 48² grid) ≈ 0.15 s, proportional to landmarks × grid²
 (the heat-map softmax dominates); frozen feature extraction ≈ 120 img/s. They are estimates: a shared
 machine is slower, and the first pass over a dataset also decodes its images.
 """

@@ -50,12 +50,14 @@ def file_digest(path: Path) -> str:
     """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if path.suffix == ".safetensors":
-            n = int.from_bytes(fh.read(8), "little")
+        n = int.from_bytes(fh.read(8), "little") if path.suffix == ".safetensors" else -1
+        if 0 <= n <= path.stat().st_size - 8:
             try:
                 h.update(json.dumps(json.loads(fh.read(n)), sort_keys=True).encode())
             except ValueError:
                 fh.seek(0)
+        else:  # not a safetensors header: hash the bytes as they are
+            fh.seek(0)
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

@@ -147,8 +147,11 @@ def _move_aside(step: Step) -> None:
 
 
 def run_plan(steps: list[Step], only: list[str] | None = None, dry_run: bool = False, in_process: bool = False,
-             echo: Callable[[str], None] = print) -> RunSummary:
-    """Run (or with ``dry_run`` list) the selected steps in plan order; returns what happened to each."""
+             echo: Callable[[str], None] = print, on_ok: Callable[[Step], None] | None = None) -> RunSummary:
+    """Run (or with ``dry_run`` list) the selected steps in plan order; returns what happened to each.
+
+    ``on_ok`` is called with each step that has just finished ``ok`` (the archive keeps it).
+    """
     by_name = {s.name: s for s in steps}
     summary = RunSummary()
     for step in select_steps(steps, only):
@@ -180,6 +183,8 @@ def run_plan(steps: list[Step], only: list[str] | None = None, dry_run: bool = F
         rc = execute(step, shown, action == "resume", by_name, in_process)
         m = M.read_marker(step) or {}
         summary.status[step.name] = "ok" if m.get("status") == "ok" else "failed"
+        if on_ok is not None and summary.status[step.name] == "ok":
+            on_ok(step)
         echo(f"          -> {summary.status[step.name]} (exit {rc}, {m.get('wall_s', 0.0) / 60:.1f} min; "
              f"log {Path(step.out) / LOG})")
     return summary

@@ -1,0 +1,109 @@
+"""Finished steps kept in the repository: ``experiments/archive/BUDGET/`` mirrors the run root.
+
+A run root (``runs/repro/BUDGET``) is scratch: it is not in git and is lost with the machine. A plan of
+many hours is spread over several machines, so each finished step is also copied into the archive —
+its marker, its outputs (weights included, up to :data:`MAX_BYTES` a file), its config, training log,
+report and figures — and :func:`restore` copies archived steps back into the run root before a run
+starts. A restored step is byte-identical to the one that finished (same digests), so the runner sees
+it as done and the steps after it can use it; the results page is rebuilt from committed files alone.
+
+Only a step whose archived command is the plan's own (same data root, run root and settings) is
+restored: an archive made with other settings is ignored, never mixed in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from pathlib import Path
+
+from equinv.experiments import markers as M
+from equinv.experiments.plan import Step
+
+#: Files kept besides the step's declared outputs (top level of the step's directory).
+KEEP = ("step.json", "step.log", "config.json", "log.jsonl", "*.md", "*.json", "*.png", "*.npz")
+#: Larger files are not archived (a step whose outputs do not fit is not archived at all).
+MAX_BYTES = 64 << 20
+
+
+def _rel(step: Step, run_root: str | Path) -> Path:
+    return Path(step.out).resolve().relative_to(Path(run_root).resolve())
+
+
+def step_files(step: Step) -> list[str]:
+    """The files of a finished step worth keeping, relative to its directory."""
+    out = Path(step.out)
+    names = {f for f in step.outputs if (out / f).is_file()}
+    if out.is_dir():
+        names |= {p.name for p in out.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, k) for k in KEEP)}
+    return sorted(n for n in names if (out / n).stat().st_size <= MAX_BYTES)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def archive_step(step: Step, run_root: str | Path, archive: str | Path) -> bool:
+    """Copy a finished (``ok``) step into ``archive``; ``False`` when it is not finished or does not fit."""
+    m = M.read_marker(step)
+    if not m or m.get("status") != "ok" or not M.outputs_exist(step):
+        return False
+    files = step_files(step)
+    if not set(step.outputs) <= set(files):
+        return False
+    dst = Path(archive) / _rel(step, run_root)
+    if dst.exists():
+        shutil.rmtree(dst)
+    for f in files:
+        if f != M.MARKER:
+            _copy(Path(step.out) / f, dst / f)
+    _copy(Path(step.out) / M.MARKER, dst / M.MARKER)  # last: a marker in the archive means a complete copy
+    return True
+
+
+def archived_marker(step: Step, run_root: str | Path, archive: str | Path) -> dict | None:
+    return M.read_marker(Step(step.name, [], str(Path(archive) / _rel(step, run_root)), []))
+
+
+def restore(steps: list[Step], run_root: str | Path, archive: str | Path) -> list[str]:
+    """Copy archived steps into the run root where the run root has no finished copy; their names.
+
+    A step is restored only when its archived marker is ``ok`` and records the plan's own command; a
+    step the run root already holds as ``ok`` with its outputs is left alone.
+    """
+    restored = []
+    for s in steps:
+        here = M.read_marker(s)
+        if here and here.get("status") == "ok" and M.outputs_exist(s):
+            continue
+        src = Path(archive) / _rel(s, run_root)
+        m = M.read_marker(Step(s.name, [], str(src), []))
+        if not m or m.get("status") != "ok" or m.get("argv") != s.argv:
+            continue
+        if not all((src / f).is_file() for f in s.outputs):
+            continue
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and p.name != M.MARKER:
+                _copy(p, Path(s.out) / p.relative_to(src))
+        _copy(src / M.MARKER, Path(s.out) / M.MARKER)
+        restored.append(s.name)
+    return restored
+
+
+def archive_all(steps: list[Step], run_root: str | Path, archive: str | Path) -> list[str]:
+    """Archive every finished step whose archived copy is missing or older; their names."""
+    done = []
+    for s in steps:
+        m = M.read_marker(s)
+        if not m or m.get("status") != "ok":
+            continue
+        old = archived_marker(s, run_root, archive)
+        if old and old.get("end") == m.get("end") and old.get("digests") == m.get("digests"):
+            continue
+        if archive_step(s, run_root, archive):
+            done.append(s.name)
+    return done
