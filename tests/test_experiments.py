@@ -117,6 +117,10 @@ def test_resume_and_budget_rules(tmp_path):
     (tmp_path / "a/backbone.safetensors").write_bytes(b"w2")  # a retrained: b is stale
     M.write_marker(a, {"status": "ok", "end": 3.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
     assert step_state(b, by)[0] == "stale"
+    tries = [{"resumed": False, "wall_s": 5.0}, {"resumed": True, "wall_s": 1.0}, {"resumed": False, "wall_s": 2.0},
+             {"resumed": True, "wall_s": 3.0}]
+    assert M.current_attempts({"attempts": tries}) == tries[2:]  # a fresh start supersedes what came before
+    assert M.spent_seconds({"attempts": tries}, a) == 5.0
 
 
 # -- (c) results page and claims on fake outputs ---------------------------------------------------------------
@@ -270,9 +274,11 @@ def test_archive_keeps_finished_steps_and_restores_them_byte_identical(tmp_path,
     (run / "a/checkpoints/last.safetensors").write_bytes(b"optimizer state")
     (run / "a/tb").mkdir()
     (run / "a/tb/events").write_bytes(b"tb")
-    (run / "a/backbone.safetensors").write_bytes(b"weights")
+    weights = b"w" * 40  # over MAX_BYTES: generated again, not archived
+    (run / "a/backbone.safetensors").write_bytes(weights)
     (run / "a/log.jsonl").write_text('{"epoch": 1}\n')
     (run / "a/huge.png").write_bytes(b"x" * 64)
+    (run / "a/parts.json").write_text("{}")
     monkeypatch.setattr(A, "MAX_BYTES", 32)
     M.write_marker(a, {"status": "ok", "end": 1.0, "argv": a.argv, "digests": M.output_digests(a)})
     (run / "b").mkdir()
@@ -285,16 +291,24 @@ def test_archive_keeps_finished_steps_and_restores_them_byte_identical(tmp_path,
 
     assert A.archive_all([a, b, c], run, arch) == ["a", "b"]
     assert sorted(p.relative_to(arch).as_posix() for p in arch.rglob("*") if p.is_file()) == [
-        "a/backbone.safetensors", "a/log.jsonl", "a/step.json", "b/regression.json", "b/report_landmarks_0_0.png",
+        "a/log.jsonl", "a/parts.json", "a/step.json", "b/regression.json", "b/report_landmarks_0_0.png",
         "b/step.json"]  # no resume checkpoint, no TensorBoard, nothing over MAX_BYTES
     assert A.archive_all([a, b, c], run, arch) == []  # unchanged steps are not copied again
 
     shutil.rmtree(run)  # another machine: an empty run root
     assert step_state(b, by)[0] == "run"
     assert A.restore([a, b, c], run, arch) == ["a", "b"]
-    assert step_state(a, by)[0] == "done" and step_state(b, by)[0] == "done"
-    assert (run / "a/backbone.safetensors").read_bytes() == b"weights"
+    assert step_state(a, by) == ("run", "outputs missing")  # the weights are made again ...
+    assert step_state(b, by)[0] == "done"  # ... and what was made from them stays done
+    assert (run / "a/parts.json").is_file() and not (run / "a/backbone.safetensors").exists()
+    (run / "a/backbone.safetensors").write_bytes(weights)  # a seeded rerun: the same weights
+    assert step_state(a, by)[0] == "done"
     assert A.restore([a, b, c], run, arch) == []  # already there
+
+    shutil.rmtree(run / "a")
+    M.write_marker(a, {"status": "running", "argv": a.argv, "attempts": [{"resumed": False}]})
+    assert A.restore([a], run, arch) == []  # a local attempt of a step without archived weights is kept
+    assert M.read_marker(a)["status"] == "running"
 
     shutil.rmtree(run)
     other = Step("a", ["pretrain", "--epochs", "9", "--out", str(run / "a")], str(run / "a"),

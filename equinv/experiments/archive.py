@@ -2,10 +2,14 @@
 
 A run root (``runs/repro/BUDGET``) is scratch: it is not in git and is lost with the machine. A plan of
 many hours is spread over several machines, so each finished step is also copied into the archive —
-its marker, its outputs (weights included, up to :data:`MAX_BYTES` a file), its config, training log,
-report and figures — and :func:`restore` copies archived steps back into the run root before a run
-starts. A restored step is byte-identical to the one that finished (same digests), so the runner sees
-it as done and the steps after it can use it; the results page is rebuilt from committed files alone.
+its marker, its config, training log, report, figures and every output up to :data:`MAX_BYTES` (the
+evaluation JSONs, small weights such as projectors and NMF parts) — and :func:`restore` copies archived
+steps back into the run root before a run starts. Restored files are byte-identical (same digests), so
+the runner sees a fully archived step as done and the results page is rebuilt from committed files alone.
+
+Larger outputs (a backbone's weights) are generated, not committed: such a step comes back with its
+marker but without them, so the runner makes it again; the CPU runs are seeded end to end, so the new
+weights have the archived digests and the steps made from them stay done.
 
 Only a step whose archived command is the plan's own (same data root, run root and settings) is
 restored: an archive made with other settings is ignored, never mixed in.
@@ -23,8 +27,8 @@ from equinv.experiments.plan import Step
 
 #: Files kept besides the step's declared outputs (top level of the step's directory).
 KEEP = ("step.json", "step.log", "config.json", "log.jsonl", "*.md", "*.json", "*.png", "*.npz")
-#: Larger files are not archived (a step whose outputs do not fit is not archived at all).
-MAX_BYTES = 64 << 20
+#: Larger files are not archived: the step's marker is, and a later run makes them again.
+MAX_BYTES = 2 << 20
 
 
 def _rel(step: Step, run_root: str | Path) -> Path:
@@ -48,13 +52,11 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def archive_step(step: Step, run_root: str | Path, archive: str | Path) -> bool:
-    """Copy a finished (``ok``) step into ``archive``; ``False`` when it is not finished or does not fit."""
+    """Copy a finished (``ok``) step into ``archive``; ``False`` when it is not finished."""
     m = M.read_marker(step)
     if not m or m.get("status") != "ok" or not M.outputs_exist(step):
         return False
     files = step_files(step)
-    if not set(step.outputs) <= set(files):
-        return False
     dst = Path(archive) / _rel(step, run_root)
     if dst.exists():
         shutil.rmtree(dst)
@@ -73,7 +75,9 @@ def restore(steps: list[Step], run_root: str | Path, archive: str | Path) -> lis
     """Copy archived steps into the run root where the run root has no finished copy; their names.
 
     A step is restored only when its archived marker is ``ok`` and records the plan's own command; a
-    step the run root already holds as ``ok`` with its outputs is left alone.
+    step the run root already holds as ``ok`` with its outputs is left alone, and a step whose outputs
+    were too large to archive is restored only where the run root has no marker of its own (an
+    interrupted local attempt keeps its history and checkpoints).
     """
     restored = []
     for s in steps:
@@ -84,7 +88,7 @@ def restore(steps: list[Step], run_root: str | Path, archive: str | Path) -> lis
         m = M.read_marker(Step(s.name, [], str(src), []))
         if not m or m.get("status") != "ok" or m.get("argv") != s.argv:
             continue
-        if not all((src / f).is_file() for f in s.outputs):
+        if here and not all((src / f).is_file() for f in s.outputs):
             continue
         for p in sorted(src.rglob("*")):
             if p.is_file() and p.name != M.MARKER:

@@ -2,7 +2,8 @@
 
 A marker holds the step name, the command of every attempt (``attempts``: argv, start, end, wall-clock,
 exit code, whether it resumed), the overall ``status`` (``running`` while a command runs, then ``ok``
-or ``failed``), ``total_wall_s`` over all attempts, SHA-256 ``digests`` of the step's outputs and, for
+or ``failed``), ``total_wall_s`` over the attempts that made the current outputs (the last fresh start and
+the resumptions after it, :func:`current_attempts`), SHA-256 ``digests`` of the step's outputs and, for
 each dependency, the digests of that dependency's outputs it was made from (``dep_digests``). A step
 whose dependency's outputs changed since is stale and is run again.
 """
@@ -73,8 +74,15 @@ def outputs_exist(step: Step) -> bool:
     return all((Path(step.out) / f).is_file() for f in step.outputs)
 
 
+def current_attempts(marker: dict | None) -> list[dict]:
+    """The attempts since the last one that started afresh (not ``resumed``): those behind the outputs."""
+    attempts = (marker or {}).get("attempts", [])
+    fresh = [i for i, a in enumerate(attempts) if not a.get("resumed")]
+    return attempts[fresh[-1]:] if fresh else attempts
+
+
 def spent_seconds(marker: dict | None, step: Step) -> float:
-    """Wall-clock the step's attempts have used so far.
+    """Wall-clock the attempts behind the current outputs have used so far.
 
     An attempt that never finished (killed with the runner) is counted up to the last write of its resume
     checkpoint, the last moment its work was saved.
@@ -83,7 +91,7 @@ def spent_seconds(marker: dict | None, step: Step) -> float:
         return 0.0
     total = 0.0
     ckpt = Path(step.out) / RESUME_FILE
-    for a in marker.get("attempts", []):
+    for a in current_attempts(marker):
         if a.get("wall_s") is not None:
             total += float(a["wall_s"])
         elif ckpt.is_file():

@@ -131,7 +131,7 @@ def execute(step: Step, argv: list[str], resumed: bool, by_name: dict[str, Step]
     attempt.update(end=end, ended=M.stamp(end), wall_s=wall, exit_code=rc)
     ok = rc == 0 and M.outputs_exist(step)
     m.update(status="ok" if ok else "failed", exit_code=rc, end=end, wall_s=wall,
-             total_wall_s=sum(float(a["wall_s"] or 0.0) for a in m["attempts"]),
+             total_wall_s=sum(float(a["wall_s"] or 0.0) for a in M.current_attempts(m)),
              digests=M.output_digests(step) if ok else {},
              dep_digests={d: (M.read_marker(by_name[d]) or {}).get("digests") for d in step.deps if d in by_name})
     if rc == 0 and not ok:
