@@ -68,6 +68,7 @@ def archive_step(step: Step, run_root: str | Path, archive: str | Path) -> bool:
 
 
 def archived_marker(step: Step, run_root: str | Path, archive: str | Path) -> dict | None:
+    """The step's marker in the archive, or ``None``."""
     return M.read_marker(Step(step.name, [], str(Path(archive) / _rel(step, run_root)), []))
 
 
@@ -85,7 +86,7 @@ def restore(steps: list[Step], run_root: str | Path, archive: str | Path) -> lis
         if here and here.get("status") == "ok" and M.outputs_exist(s):
             continue
         src = Path(archive) / _rel(s, run_root)
-        m = M.read_marker(Step(s.name, [], str(src), []))
+        m = archived_marker(s, run_root, archive)
         if not m or m.get("status") != "ok" or m.get("argv") != s.argv:
             continue
         if here and not all((src / f).is_file() for f in s.outputs):
