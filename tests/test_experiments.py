@@ -21,7 +21,8 @@ PAPER_TXT = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper.txt
 
 SMOKE_STEPS = [
     "faces_pretrain", "faces_dve", "faces_project_d16", "faces_project_d32", "faces_parts_nmf16", "faces_parts_pca",
-    "faces_regress_hc", "faces_regress_random", "faces_regress_dve", "faces_regress_proj_d16",
+    "faces_regress_hc", "faces_regress_random", "faces_regress_dve", "faces_regress_hc_std",
+    "faces_regress_proj_d16",
     "faces_regress_proj_d32", "faces_regress_nmf16", "faces_regress_layer3", "faces_regress_layer4",
     "faces_match_hc", "faces_match_random", "faces_match_dve", "faces_match_proj_d16", "faces_match_proj_d32",
     "faces_matchfig_hc", "faces_matchfig_proj_d32", "faces_limited_hc", "faces_limited_proj_d16",
@@ -48,13 +49,16 @@ def test_smoke_dry_run_lists_every_step_and_command(tmp_path, capsys):
     assert "--max-minutes '<wall-clock of faces_pretrain>'" in cmds["faces_dve"]
     assert "--method dve --arch smallnet" in cmds["faces_dve"]
     assert "--source projected --projector" in cmds["faces_regress_proj_d16"]
+    for name in ("faces_regress_proj_d16", "faces_regress_nmf16", "faces_limited_proj_d16", "faces_regress_hc_std"):
+        assert cmds[name].count("--input-scale std") == 1, name
+    assert "--input-scale" not in cmds["faces_regress_hc"] + cmds["faces_regress_dve"] + cmds["faces_limited_hc"]
     assert "--source nmf --parts" in cmds["faces_regress_nmf16"] and "parts.safetensors" in cmds["faces_regress_nmf16"]
     assert "--taps conv4" in cmds["faces_regress_layer4"]
     assert "--n-train 2,4 --repeats 2 --tps-aug --tps-copies 2" in cmds["faces_limited_hc"]
     assert "--descriptor projected" in cmds["faces_match_proj_d32"] and "--pairs 4" in cmds["faces_match_hc"]
     assert "--paper-pck" in cmds["birds_regress_hc"] and "--val" not in cmds["birds_regress_hc"]
     assert cmds["faces_limited_compare"].startswith("equinv report ")
-    assert "34 of 34 selected steps to run" in out
+    assert "35 of 35 selected steps to run" in out
 
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu", "smoke"])
@@ -117,6 +121,12 @@ def test_resume_and_budget_rules(tmp_path):
     (tmp_path / "a/backbone.safetensors").write_bytes(b"w2")  # a retrained: b is stale
     M.write_marker(a, {"status": "ok", "end": 3.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
     assert step_state(b, by)[0] == "stale"
+    # a changed command makes a step stale too (the marker keeps the argv template it ran)
+    M.write_marker(a, {"status": "ok", "end": 3.0, "total_wall_s": 61.0, "digests": M.output_digests(a),
+                       "argv": ["pretrain"]})
+    assert step_state(a, by)[0] == "done"
+    a.argv = ["pretrain", "--epochs", "2"]
+    assert step_state(a, by) == ("stale", "its command changed since it ran")
     tries = [{"resumed": False, "wall_s": 5.0}, {"resumed": True, "wall_s": 1.0}, {"resumed": False, "wall_s": 2.0},
              {"resumed": True, "wall_s": 3.0}]
     assert M.current_attempts({"attempts": tries}) == tries[2:]  # a fresh start supersedes what came before
@@ -228,7 +238,7 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
                   "## 4. Limited annotations", "## 5. 68 landmarks", "## 6. Birds", "## Figures",
                   "## Commands and wall-clock"):
         assert title in page
-    assert "0 not run yet" in page and "Steps: 34 of 34 done" in page
+    assert "0 not run yet" in page and "Steps: 35 of 35 done" in page
     reg = json.loads((run / "faces/regress/hc/regression.json").read_text())
     test_spec, val_spec = reg["datasets"]["test"]
     hc_row = next(ln for ln in page.splitlines() if ln.startswith("| ours, resnet18 hypercolumn | "))
@@ -247,7 +257,7 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
     # 3. a second invocation skips every step
     capsys.readouterr()
     assert main([*args, "--in-process"]) == 0
-    assert "0 ran, 34 already done" in capsys.readouterr().out
+    assert "0 ran, 35 already done" in capsys.readouterr().out
 
     # 4. an interrupted step is redone, a pretraining without its weights resumed; the rest is left alone
     (run / "faces/regress/random/regression.json").unlink()

@@ -51,7 +51,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
         wd=args.wd, batch_size=args.batch_size,
         n_train=_n_train(args.n_train), repeats=args.repeats, tps_aug=args.tps_aug, tps_copies=args.tps_copies,
         seed=args.seed, paper_pck=args.paper_pck, eval_batch_size=args.eval_batch_size, device=args.device,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, input_scale=args.input_scale,
     )
 
     def log(entry: dict) -> None:
@@ -110,6 +110,11 @@ def register(sub) -> None:
     r.add_argument("--softargmax-mul", type=float, default=100.0,
                    help="softmax multiplier of the heat-maps (default 100, the reference; 3 starts from soft maps "
                    "and converges in a few thousand steps, see docs/evaluation.md)")
+    r.add_argument("--input-scale", choices=("auto", "none", "std"), default="auto",
+                   help="divide each feature channel by its std over the training features before the regressor: "
+                   "'std', 'none' (the reference) or 'auto' (default: std for --source projected/nmf, whose "
+                   "channels are far from O(1) and otherwise leave the heat-maps uniform; none for the "
+                   "hypercolumn and DVE)")
     r.add_argument("--finetune-lr-mult", type=float, default=0.1, help="backbone lr / regressor lr (default 0.1)")
     r.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v]")
     r.add_argument("--val", default=None, metavar="SPEC", help="validation dataset for epoch selection")

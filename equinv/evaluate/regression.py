@@ -47,7 +47,7 @@ from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input, stats_for_kind
 from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
 from equinv.evaluate.sources import DVESource, build_source, native_side, parse_taps
-from equinv.models.regressor import KeypointRegressor, regression_loss
+from equinv.models.regressor import KeypointRegressor, channel_scale, regression_loss
 from equinv.report.record import software_versions
 
 
@@ -62,6 +62,10 @@ class RegressionConfig:
     :mod:`equinv.evaluate.sources`. ``grid`` ``None``: 48, or the map's native side for a single-map source
     (single layer, DVE) as the reference does (§9: single layers are not resized). ``finetune``: train the
     backbone too (appendix A.2), at ``lr · finetune_lr_mult``; features are then recomputed every step.
+    ``input_scale``: ``none`` (the reference: features as they come), ``std`` (each input channel divided by
+    its standard deviation over the training features, a fixed factor computed once, no labels used) or
+    ``auto`` (``std`` for the ``projected`` and ``nmf`` sources, whose channels are far from O(1); ``none``
+    for the hypercolumn and DVE, the reference's cases), see :func:`resolve_input_scale`.
     """
 
     train: str
@@ -97,6 +101,47 @@ class RegressionConfig:
     device: str | None = None
     cache_dir: str | None = None
     feature_batch: int = 64
+    input_scale: str = "auto"
+
+
+INPUT_SCALES = ("auto", "none", "std")
+
+
+def resolve_input_scale(mode: str, source_kind: str) -> str:
+    """``auto`` → ``std`` for the projected / NMF sources, ``none`` otherwise; other modes as given.
+
+    The reference regressor (randn weights, softmax ×100) assumes O(1) channels like a ResNet's; a
+    spatial-softmax projection gives values ~1/(H·W) and NMF coefficients are on the scale of its factors,
+    so with them every heat-map stays uniform for a short run and the prediction is the mean shape.
+    """
+    if mode not in INPUT_SCALES:
+        raise InputError(f"unknown --input-scale {mode!r}; choose from {', '.join(INPUT_SCALES)}")
+    if mode == "auto":
+        return "std" if source_kind in ("projected", "nmf") else "none"
+    return mode
+
+
+def feature_scale(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256) -> Tensor:
+    """Per-channel ``1/std`` of ``fs``'s maps over at most ``max_rows`` evenly spaced rows."""
+    n = len(fs)
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(np.int64))
+    return channel_scale((fs.batch(rows[s : s + batch], "cpu") for s in range(0, len(rows), batch)), channels)
+
+
+@torch.no_grad()
+def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
+                       batch: int = 64) -> Tensor:
+    """:func:`feature_scale` of the source's live maps (fine-tuning: the initial weights)."""
+    rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
+    rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), max_rows)).round().astype(np.int64))]
+    was_training = source.training
+    source.eval()
+    try:
+        scale = channel_scale((source.maps(_live_batch(ds, rows[s : s + batch], stats, device)[0])
+                               for s in range(0, len(rows), batch)), source.channels)
+    finally:
+        source.train(was_training)
+    return scale
 
 
 def default_hparams(n: int | None) -> tuple[float, float]:
@@ -288,17 +333,20 @@ def regressor_step(reg: KeypointRegressor, opt: torch.optim.Optimizer, maps, gt:
 def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: float, batch_size: int = 32,
                     tile: int = 1, val: FeatureSet | None = None, device="cpu", seed: int = 0, grid: int = 48,
                     image_size: int = 96, alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
-                    softargmax_mul: float = 100.0, log=None) -> tuple[KeypointRegressor, dict]:
+                    softargmax_mul: float = 100.0, input_scale: Tensor | None = None,
+                    log=None) -> tuple[KeypointRegressor, dict]:
     """Train a :class:`KeypointRegressor` on cached features; returns the kept model and a training log.
 
     ``tile`` repeats the training rows per epoch (the reference's limited-annotation sampler). The model of
-    the epoch with the best validation score is returned (the last epoch without ``val``).
+    the epoch with the best validation score is returned (the last epoch without ``val``). ``input_scale``:
+    fixed per-channel factors (:func:`feature_scale`) or ``None``.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reg = KeypointRegressor(channels, train.landmarks.shape[1], n_heatmaps=n_heatmaps,
-                                init_std=init_std, softargmax_mul=softargmax_mul).to(device)
+                                init_std=init_std, softargmax_mul=softargmax_mul,
+                                input_scale=input_scale).to(device)
     opt = torch.optim.Adam(reg.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8, weight_decay=wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr * 8e-4)
     n = len(train)
@@ -377,7 +425,8 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
                        lr_mult: float = 0.1, batch_size: int = 32, tile: int = 1, tps: bool = False, val=None,
                        stats: str = "face", device="cpu", seed: int = 0, grid: int = 48, image_size: int = 96,
                        alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
-                       softargmax_mul: float = 100.0, log=None) -> tuple[KeypointRegressor, dict]:
+                       softargmax_mul: float = 100.0, input_scale: Tensor | None = None,
+                       log=None) -> tuple[KeypointRegressor, dict]:
     """Train the regressor and the source's weights end to end (appendix A.2); the source is modified in place.
 
     The backbone runs on every batch (train mode: BatchNorm statistics adapt) at ``lr · lr_mult``; with
@@ -388,7 +437,8 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reg = KeypointRegressor(source.channels, labels.landmarks.shape[1], n_heatmaps=n_heatmaps,
-                                init_std=init_std, softargmax_mul=softargmax_mul).to(device)
+                                init_std=init_std, softargmax_mul=softargmax_mul,
+                                input_scale=input_scale).to(device)
     params = [p for p in source.parameters() if p.is_floating_point()]
     for p in params:
         p.requires_grad_(True)
@@ -518,6 +568,12 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
     backbone_images = train_fs.backbone_images + (val_fs.backbone_images if val_fs else 0)
     backbone_images += sum(f.backbone_images for f in test_fs)
     initial_source = copy.deepcopy(source.state_dict()) if cfg.finetune else None
+    source_kind = "dve" if isinstance(source, DVESource) else cfg.source
+    scale_mode = resolve_input_scale(cfg.input_scale, source_kind)
+    in_scale = None
+    if scale_mode == "std":  # from every training image's features (no labels), before any subset is drawn
+        in_scale = (live_feature_scale(source, train_ds, None, load(cfg.train)[1], device) if cfg.finetune
+                    else feature_scale(train_fs, source.channels))
 
     runs = []
     # repeat 0's test predictions of every n_train entry (normalised [-1, 1] in the final view), for reports
@@ -563,14 +619,15 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                     lr_mult=cfg.finetune_lr_mult, batch_size=cfg.batch_size, tile=tile, tps=cfg.tps_aug,
                     val=(val_ds, val_fs) if val_ds is not None else None, stats=stats, device=device, seed=seed,
                     grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
-                    init_std=cfg.heatmap_init_std, softargmax_mul=cfg.softargmax_mul, log=log)
+                    init_std=cfg.heatmap_init_std, softargmax_mul=cfg.softargmax_mul, input_scale=in_scale,
+                    log=log)
                 backbone_images += info["backbone_images"]
             else:
                 reg, info = train_regressor(sub, source.channels, epochs=cfg.epochs, lr=lr, wd=wd,
                                             batch_size=cfg.batch_size, tile=tile, val=val_fs, device=device, seed=seed,
                                             grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha,
                                             n_heatmaps=cfg.n_heatmaps, init_std=cfg.heatmap_init_std,
-                                            softargmax_mul=cfg.softargmax_mul, log=log)
+                                            softargmax_mul=cfg.softargmax_mul, input_scale=in_scale, log=log)
             rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
                    "final_loss": info["history"][-1]["loss"],
                    "train_rows": rows.tolist() if rows is not None else None, "tests": {}}
@@ -625,6 +682,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         "taps": list(source.taps),
         "channels": list(source.channels),
         "grid": grid,
+        "input_scale": scale_mode,
         "seed": cfg.seed,
         "backbone_images": backbone_images,
         "device": str(device),

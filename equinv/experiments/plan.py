@@ -6,7 +6,7 @@ is done, the steps it depends on, and the table it feeds. Steps are listed in a 
 Layout under the run root ``OUT`` (``runs/repro`` by default)::
 
     faces/pretrain, faces/dve, faces/project_d{64,128,256}, faces/parts_nmf64, faces/parts_pca
-    faces/regress/{hc,random,dve,proj_d*,nmf64,layer1..5,hc_l*}      Tables 2, 3, 4, 5, 10
+    faces/regress/{hc,random,dve,hc_std,proj_d*,nmf64,layer1..5,hc_l*}   Tables 2, 3, 4, 5, 10
     faces/match/{hc,random,dve,proj_d*}, faces/match_fig/{hc,proj_d*}   Tables 1, 9; Fig. 2
     faces/limited/{hc,proj_d64,dve,random}, faces/limited/compare        Table 12 / Fig. 4a
     faces68/regress/{hc,random,dve}                                      300-W (Table 10 column)
@@ -24,6 +24,11 @@ from equinv.experiments import estimate as est
 
 #: The file whose presence means an interrupted training step can continue with ``--resume``.
 RESUME_FILE = "checkpoints/last.safetensors"
+#: Written explicitly on the projected / NMF regressions (also eval regress's ``auto`` for them): their channels
+#: are ~1/(H·W) (spatial softmax) or on NMF's scale, far from the O(1) the reference regressor assumes; without
+#: it every prediction is the mean shape in a CPU-length run (experiments/findings.md).
+SCALED = ["--input-scale", "std"]
+
 #: Table 3: single taps by the paper's layer number (#1 = the post-maxpool map, #5 = conv5_x).
 LAYER_NUMBER = {"conv1": 1, "conv2": 2, "conv3": 3, "conv4": 4, "conv5": 5}
 #: Landmarks per benchmark (the regression cost scales with them).
@@ -168,12 +173,16 @@ class _Builder:
         c = f["regress"]
         P = self.d("faces", "pretrain")
         self._methods("faces", "face5", {**c, "methods": ["hc", "random", "dve"]}, "Table 2/5/10")
+        # the control: the hypercolumn with the per-channel scaling that the projected / NMF rows need
+        self.regress("hc_std", "face5", P, ["faces_pretrain"], c, "Table 2/10 (control)",
+                     f"ours, {self.arch} hypercolumn, --input-scale std (control)", ["--input-scale", "std"],
+                     meta={"method": "hc_std"})
         for dim in f["project"]["dims"]:
-            extra = ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}")]
+            extra = ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}"), *SCALED]
             self.regress(f"proj_d{dim}", "face5", P, ["faces_pretrain", f"faces_project_d{dim}"], c, "Table 2/4/10",
                          f"ours + projector {dim}-D", extra, meta={"dim": dim, "method": "proj"})
         k = f["parts"]["nmf_dim"]
-        extra = ["--source", "nmf", "--parts", self.d("faces", f"parts_nmf{k}", "parts.safetensors")]
+        extra = ["--source", "nmf", "--parts", self.d("faces", f"parts_nmf{k}", "parts.safetensors"), *SCALED]
         self.regress(f"nmf{k}", "face5", P, ["faces_pretrain", f"faces_parts_nmf{k}"], c, "Table 4", f"ours + NMF {k}",
                      extra, meta={"dim": k, "method": "nmf"})
         for tap in c.get("single_taps", []):
@@ -221,7 +230,8 @@ class _Builder:
         P, dim = self.d("faces", "pretrain"), c["projector_dim"]
         spec = {
             "hc": ("hc", P, [], ["faces_pretrain"], f"ours, {self.arch} hypercolumn"),
-            "proj": (f"proj_d{dim}", P, ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}")],
+            "proj": (f"proj_d{dim}", P, ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}"),
+                                         *SCALED],
                      ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D"),
             "dve": ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)"),
             "random": ("random", "random", [], [], f"random-init {self.arch} hypercolumn"),

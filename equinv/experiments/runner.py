@@ -1,10 +1,10 @@
 """Run plan steps in order: skip done ones, resume interrupted training, go on past failures.
 
-A step is *done* when its marker says ``ok``, its outputs exist and every dependency's outputs are those
-it was made from (:mod:`~equinv.experiments.markers`). Otherwise it runs: with its ``resume_argv``
-when a training step left ``checkpoints/last.safetensors`` (an interrupted or killed MoCo / DVE /
-projector run continues exactly), else from the start. A stale training step (its dependency changed)
-is moved aside to ``OUT.stale-TIME`` and trained afresh. A failed step is recorded and the steps that
+A step is *done* when its marker says ``ok`` for the plan's current command, its outputs exist and every
+dependency's outputs are those it was made from (:mod:`~equinv.experiments.markers`). Otherwise it runs:
+with its ``resume_argv`` when a training step left ``checkpoints/last.safetensors`` (an interrupted or
+killed MoCo / DVE / projector run continues exactly), else from the start. A stale step (its command or a
+dependency changed) runs again; a stale training step is moved aside to ``OUT.stale-TIME`` and trained afresh. A failed step is recorded and the steps that
 depend on it are skipped (``blocked``); independent steps still run.
 
 Steps run as subprocesses (``python -m equinv ...``; a crash or kill cannot take the runner down) or,
@@ -48,6 +48,8 @@ def step_state(step: Step, by_name: dict[str, Step]) -> tuple[str, str]:
     m = M.read_marker(step)
     resumable = step.resume_argv is not None and (Path(step.out) / RESUME_FILE).is_file()
     if m and m.get("status") == "ok" and M.outputs_exist(step):
+        if m.get("argv") is not None and list(m["argv"]) != list(step.argv):
+            return "stale", "its command changed since it ran"
         for dep in step.deps:
             dm = M.read_marker(by_name[dep]) if dep in by_name else None
             if dm is None or dm.get("digests") != m.get("dep_digests", {}).get(dep):

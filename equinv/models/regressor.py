@@ -71,6 +71,11 @@ class KeypointRegressor(nn.Module):
         init_std: std of the heat-map weights' normal init (1, the reference). With std 1 and ×100 the
             initial softmax is close to a hard argmax and learning is slow in short runs; a small std
             (e.g. 0.03) starts from soft maps (an equinv option, not the reference).
+        input_scale: optional fixed per-channel factors (``ΣC`` values, in layer order) applied to the input
+            maps before the heat-map convolution (a buffer, saved with the model; ``None``: none, the
+            reference). :func:`channel_scale` makes them ``1/std`` of training features, so that sources
+            whose channels are far from O(1) (spatial-softmax projections ~1/(H·W), NMF coefficients) start
+            and learn like the hypercolumn the reference was built for.
 
     ``forward(maps, size)``: per-layer maps (each ``(B, C_l, h_l, w_l)``) → ``(B, K, 2)``; each layer is
     projected to ``K·nI`` maps at its own resolution, then upsampled bilinearly to ``size``² and summed.
@@ -78,10 +83,15 @@ class KeypointRegressor(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int] | int, n_landmarks: int, n_heatmaps: int = 50,
-                 softargmax_mul: float = 100.0, init_std: float = 1.0):
+                 softargmax_mul: float = 100.0, init_std: float = 1.0, input_scale: Tensor | None = None):
         super().__init__()
         self.init_std = float(init_std)
         channels = (channels,) if isinstance(channels, int) else tuple(channels)
+        if input_scale is not None:
+            input_scale = torch.as_tensor(input_scale, dtype=torch.float32).flatten()
+            if input_scale.numel() != sum(channels):
+                raise ValueError(f"input_scale has {input_scale.numel()} values for {sum(channels)} channels")
+        self.register_buffer("input_scale", input_scale)
         self.n_landmarks, self.n_heatmaps, self.softargmax_mul = n_landmarks, n_heatmaps, float(softargmax_mul)
         self.heatmaps = FactorisedConv1x1(channels, n_landmarks * n_heatmaps, bias=False)
         self.regressor = nn.Conv2d(2 * n_landmarks * n_heatmaps, 2 * n_landmarks, kernel_size=1,
@@ -109,13 +119,48 @@ class KeypointRegressor(nn.Module):
         flat = pts.reshape(b, -1, 1, 1)  # x1, y1, ..., x50, y50 per landmark, landmarks in order
         return self.regressor(flat).reshape(b, self.n_landmarks, 2)
 
+    def _scaled(self, maps: Sequence[Tensor]) -> list[Tensor]:
+        if self.input_scale is None:
+            return list(maps)
+        parts = torch.split(self.input_scale, list(self.channels))
+        return [m * s.to(m.dtype).view(1, -1, 1, 1) for m, s in zip(maps, parts, strict=True)]
+
     def forward(self, maps: Sequence[Tensor] | Tensor, size: int = 48) -> Tensor:
         if torch.is_tensor(maps):
             maps = [maps]
-        return self._regress(self.heatmaps(maps, size))
+        return self._regress(self.heatmaps(self._scaled(maps), size))
 
     def forward_dense(self, hypercolumn: Tensor) -> Tensor:
+        if self.input_scale is not None:
+            hypercolumn = hypercolumn * self.input_scale.to(hypercolumn.dtype).view(1, -1, 1, 1)
         return self._regress(self.heatmaps.dense(hypercolumn))
+
+
+@torch.no_grad()
+def channel_scale(batches, channels: Sequence[int], eps: float = 1e-12) -> Tensor:
+    """``1/std`` of every input channel over the maps of ``batches`` (each a per-layer list of maps).
+
+    Statistics are accumulated in float64 over all images and positions of each layer's map at its own
+    resolution; a constant channel (std ≤ ``eps``) keeps factor 1. Only features are read, never labels.
+    """
+    channels = tuple(channels)
+    s1 = torch.zeros(sum(channels), dtype=torch.float64)
+    s2 = torch.zeros_like(s1)
+    counts = torch.zeros_like(s1)
+    for maps in batches:
+        flat = []
+        for m in maps:
+            m = m.detach().to("cpu", torch.float64)
+            flat.append((m.sum((0, 2, 3)), (m * m).sum((0, 2, 3)),
+                         torch.full((m.shape[1],), float(m.shape[0] * m.shape[2] * m.shape[3]), dtype=torch.float64)))
+        s1 += torch.cat([f[0] for f in flat])
+        s2 += torch.cat([f[1] for f in flat])
+        counts += torch.cat([f[2] for f in flat])
+    if not bool((counts > 0).all()):
+        raise ValueError("channel_scale needs at least one batch")
+    mean = s1 / counts
+    std = (s2 / counts - mean * mean).clamp_min(0).sqrt()
+    return torch.where(std > eps, 1.0 / std.clamp_min(eps), torch.ones_like(std)).float()
 
 
 def regression_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:

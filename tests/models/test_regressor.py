@@ -140,3 +140,40 @@ def test_heatmap_init_std_option():
     soft = KeypointRegressor((64, 32), 5, n_heatmaps=50, init_std=0.03)
     assert abs(ref.heatmaps.weight.std().item() - 1.0) < 0.05
     assert abs(soft.heatmaps.weight.std().item() - 0.03) < 0.002
+
+
+def test_channel_scale_is_one_over_std_per_channel():
+    from equinv.models.regressor import channel_scale
+
+    g = torch.Generator().manual_seed(1)
+    stds = torch.tensor([0.5, 2.0, 1e-3])
+    batches = [[torch.randn(64, 3, 5, 5, generator=g) * stds.view(1, 3, 1, 1) + 7.0,
+                torch.full((64, 2, 2, 2), 3.0)] for _ in range(3)]
+    s = channel_scale(batches, (3, 2))
+    assert s.shape == (5,)
+    torch.testing.assert_close(s[:3], 1 / stds, rtol=0.05, atol=0)
+    assert s[3:].tolist() == [1.0, 1.0]  # constant channels keep factor 1
+    with pytest.raises(ValueError):
+        channel_scale([], (3, 2))
+
+
+def test_input_scale_makes_the_regressor_independent_of_the_feature_scale():
+    from equinv.models.regressor import channel_scale
+
+    maps = _maps(batch=8, scale=1.0)
+    tiny = [m * 1e-4 for m in maps]
+    outs = []
+    for m in (maps, tiny):
+        torch.manual_seed(0)
+        reg = KeypointRegressor(CHANNELS, n_landmarks=3, softargmax_mul=3.0,
+                                input_scale=channel_scale([m], CHANNELS))
+        assert "input_scale" in reg.state_dict()
+        outs.append((reg(m, 24), reg.forward_dense(_dense(m, 24))))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[0][0], outs[0][1], rtol=1e-4, atol=1e-5)
+    # without it the tiny features give (nearly) uniform heat-maps: every output is the same point
+    torch.manual_seed(0)
+    plain = KeypointRegressor(CHANNELS, n_landmarks=3, softargmax_mul=3.0)
+    assert plain(tiny, 24).std(0).max() < 1e-3 < outs[1][0].std(0).max()
+    with pytest.raises(ValueError, match="channels"):
+        KeypointRegressor(CHANNELS, n_landmarks=3, input_scale=torch.ones(3))
