@@ -51,6 +51,7 @@ def test_smoke_dry_run_lists_every_step_and_command(tmp_path, capsys):
     assert "--source projected --projector" in cmds["faces_regress_proj_d16"]
     for name in ("faces_regress_proj_d16", "faces_regress_nmf16", "faces_limited_proj_d16", "faces_regress_hc_std"):
         assert cmds[name].count("--input-scale std") == 1, name
+        assert ("--proj-readout linear" in cmds[name]) == ("proj" in name), name
     assert "--input-scale" not in cmds["faces_regress_hc"] + cmds["faces_regress_dve"] + cmds["faces_limited_hc"]
     assert "--source nmf --parts" in cmds["faces_regress_nmf16"] and "parts.safetensors" in cmds["faces_regress_nmf16"]
     assert "--taps conv4" in cmds["faces_regress_layer4"]

@@ -52,6 +52,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
         n_train=_n_train(args.n_train), repeats=args.repeats, tps_aug=args.tps_aug, tps_copies=args.tps_copies,
         seed=args.seed, paper_pck=args.paper_pck, eval_batch_size=args.eval_batch_size, device=args.device,
         cache_dir=args.cache_dir, input_scale=args.input_scale,
+        proj_readout=args.proj_readout,
     )
 
     def log(entry: dict) -> None:
@@ -115,6 +116,10 @@ def register(sub) -> None:
                    "'std', 'none' (the reference) or 'auto' (default: std for --source projected/nmf, whose "
                    "channels are far from O(1) and otherwise leave the heat-maps uniform; none for the "
                    "hypercolumn and DVE)")
+    r.add_argument("--proj-readout", choices=("linear", "output"), default="linear",
+                   help="--source projected: regress on the projection w'Φ + b before the reference projector's "
+                   "spatial softmax ('linear', default: the paper's Φ' = wᵀΦ) or on the softmax maps it outputs "
+                   "('output', its matching descriptor)")
     r.add_argument("--finetune-lr-mult", type=float, default=0.1, help="backbone lr / regressor lr (default 0.1)")
     r.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v]")
     r.add_argument("--val", default=None, metavar="SPEC", help="validation dataset for epoch selection")

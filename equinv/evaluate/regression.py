@@ -65,7 +65,9 @@ class RegressionConfig:
     ``input_scale``: ``none`` (the reference: features as they come), ``std`` (each input channel divided by
     its standard deviation over the training features, a fixed factor computed once, no labels used) or
     ``auto`` (``std`` for the ``projected`` and ``nmf`` sources, whose channels are far from O(1); ``none``
-    for the hypercolumn and DVE, the reference's cases), see :func:`resolve_input_scale`.
+    for the hypercolumn and DVE, the reference's cases), see :func:`resolve_input_scale`. ``proj_readout``:
+    regress on the projector's ``linear`` output ``wᵀΦ + b`` (default; the paper's ``Φ'``) or on its
+    ``output`` (the reference projector's spatial softmax maps, its matching descriptor).
     """
 
     train: str
@@ -102,6 +104,7 @@ class RegressionConfig:
     cache_dir: str | None = None
     feature_batch: int = 64
     input_scale: str = "auto"
+    proj_readout: str = "linear"
 
 
 INPUT_SCALES = ("auto", "none", "std")
@@ -535,12 +538,12 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
     probe_grid = cfg.grid or 48
     source = build_source(cfg.source, backbone=weights, arch=cfg.arch, layers=cfg.layers, taps=taps,
                           projector=cfg.projector, parts=cfg.parts, grid=probe_grid, seed=cfg.seed, trunk=trunk,
-                          device=device)
+                          device=device, readout=cfg.proj_readout)
     grid = cfg.grid or (native_side(source, cfg.image_size) if len(source.channels) == 1 else 48)
     pre = Preprocess(size=cfg.image_size)
     source_id = json.dumps([cfg.source, cfg.arch, "random" if weights is None else str(Path(weights).resolve()),
                             cfg.seed, [str(Path(x).resolve()) if x else None for x in (cfg.projector, cfg.parts)],
-                            probe_grid])
+                            probe_grid, *([cfg.proj_readout] if cfg.source == "projected" else [])])
     logsk = SkipLog()
 
     loaded: dict[str, tuple[LandmarkDataset, str]] = {}

@@ -16,7 +16,8 @@ Kinds (:func:`build_source`):
     (deepest first) or any explicit tap list, e.g. a single layer for Table 3.
 ``projected``
     a trained projector (``equinv project``) over the hypercolumn: one ``d``-channel map at the grid
-    (the paper's "+proj" rows; the released code never regresses on it, §9).
+    (the paper's "+proj" rows; the released code never regresses on it, §9), read after the projector's
+    spatial softmax (``output``) or before it (``linear``, the paper's ``Φ' = wᵀΦ``).
 ``nmf``
     the non-negative coefficients of a fitted NMF parts model (Table 4 "NMF-64") at the grid.
 ``dve``
@@ -71,19 +72,33 @@ def native_side(source: nn.Module, size: int = 96) -> int:
         return int(source.maps(torch.zeros(1, 3, size, size, device=dev))[0].shape[-1])
 
 
-class ProjectedSource(nn.Module):
-    """A trained projector over a hypercolumn: one ``d``-channel map at ``grid``."""
+PROJECTED_READOUTS = ("linear", "output")
 
-    def __init__(self, hypercolumn: Hypercolumn, projector: nn.Module, grid: int = 48):
+
+class ProjectedSource(nn.Module):
+    """A trained projector over a hypercolumn: one ``d``-channel map at ``grid``.
+
+    ``readout``: ``output`` is what the projector outputs (for the reference's ``softmax`` projector, ``d``
+    spatial softmax maps that each sum to 1: its matching descriptor); ``linear`` is the projection
+    ``wᵀΦ + b`` before that softmax, the paper's ``Φ' = wᵀΦ`` (P:91) and the same thing for a ``linear``
+    projector.
+    """
+
+    def __init__(self, hypercolumn: Hypercolumn, projector: nn.Module, grid: int = 48, readout: str = "output"):
         super().__init__()
         if tuple(projector.channels) != tuple(hypercolumn.channels):
             raise InputError(f"the projector reads channels {tuple(projector.channels)} but the hypercolumn has "
                              f"{tuple(hypercolumn.channels)}: give the --arch/--layers it was trained with")
-        self.hypercolumn, self.projector, self.grid = hypercolumn, projector, grid
+        if readout not in PROJECTED_READOUTS:
+            raise InputError(f"unknown projector readout {readout!r}; choose from {', '.join(PROJECTED_READOUTS)}")
+        self.hypercolumn, self.projector, self.grid, self.readout = hypercolumn, projector, grid, readout
         self.taps, self.channels, self.stats = ("projected",), (int(projector.dim),), None
 
     def maps(self, x: Tensor) -> list[Tensor]:
-        return [self.projector(self.hypercolumn.maps(x), self.grid)]
+        hc = self.hypercolumn.maps(x)
+        if self.readout == "linear":
+            return [self.projector.linear(hc, self.grid)]
+        return [self.projector(hc, self.grid)]
 
 
 class NMFSource(nn.Module):
@@ -136,7 +151,7 @@ def is_dve(path: str | Path | None) -> bool:
 def build_source(kind: str = "hypercolumn", *, backbone: str | Path | None = None, arch: str = "resnet18",
                  layers: int = 4, taps: Sequence[str] | None = None, projector: str | Path | None = None,
                  parts: str | Path | None = None, grid: int = 48, seed: int = 0, trunk: nn.Module | None = None,
-                 device="cpu") -> nn.Module:
+                 device="cpu", readout: str = "output") -> nn.Module:
     """A feature source of ``kind`` on ``device`` (eval mode, frozen).
 
     Args:
@@ -149,6 +164,8 @@ def build_source(kind: str = "hypercolumn", *, backbone: str | Path | None = Non
         projector: ``equinv project`` run or checkpoint (``projected``).
         parts: NMF parts file from ``equinv parts --method nmf`` (``nmf``).
         grid: side of projected / NMF maps.
+        readout: ``projected`` only: ``output`` (what the projector outputs) or ``linear`` (before its
+            spatial softmax), see :class:`ProjectedSource`.
         trunk: an already built trunk (tests).
     """
     if kind not in SOURCE_KINDS:
@@ -183,7 +200,7 @@ def build_source(kind: str = "hypercolumn", *, backbone: str | Path | None = Non
         proj = load_projector(projector, device)
         for q in proj.parameters():
             q.requires_grad_(False)
-        return ProjectedSource(hc, proj, grid).to(device).eval()
+        return ProjectedSource(hc, proj, grid, readout).to(device).eval()
     if parts is None:
         raise InputError("the nmf source needs --parts FILE (from equinv parts --method nmf)")
     from equinv.evaluate.parts import PartsModel

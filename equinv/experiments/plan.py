@@ -28,6 +28,10 @@ RESUME_FILE = "checkpoints/last.safetensors"
 #: are ~1/(H·W) (spatial softmax) or on NMF's scale, far from the O(1) the reference regressor assumes; without
 #: it every prediction is the mean shape in a CPU-length run (experiments/findings.md).
 SCALED = ["--input-scale", "std"]
+#: Projected features are read before the reference projector's spatial softmax (the paper's Φ' = wᵀΦ); the
+#: softmax maps (its matching descriptor) regress far worse even scaled (17.4 vs 13.2 % IOD on the
+#: validation split, 64-D; experiments/findings.md). Eval regress's default, written out.
+PROJ_REGRESS = ["--proj-readout", "linear", *SCALED]
 
 #: Table 3: single taps by the paper's layer number (#1 = the post-maxpool map, #5 = conv5_x).
 LAYER_NUMBER = {"conv1": 1, "conv2": 2, "conv3": 3, "conv4": 4, "conv5": 5}
@@ -178,7 +182,7 @@ class _Builder:
                      f"ours, {self.arch} hypercolumn, --input-scale std (control)", ["--input-scale", "std"],
                      meta={"method": "hc_std"})
         for dim in f["project"]["dims"]:
-            extra = ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}"), *SCALED]
+            extra = ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}"), *PROJ_REGRESS]
             self.regress(f"proj_d{dim}", "face5", P, ["faces_pretrain", f"faces_project_d{dim}"], c, "Table 2/4/10",
                          f"ours + projector {dim}-D", extra, meta={"dim": dim, "method": "proj"})
         k = f["parts"]["nmf_dim"]
@@ -231,7 +235,7 @@ class _Builder:
         spec = {
             "hc": ("hc", P, [], ["faces_pretrain"], f"ours, {self.arch} hypercolumn"),
             "proj": (f"proj_d{dim}", P, ["--source", "projected", "--projector", self.d("faces", f"project_d{dim}"),
-                                         *SCALED],
+                                         *PROJ_REGRESS],
                      ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D"),
             "dve": ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)"),
             "random": ("random", "random", [], [], f"random-init {self.arch} hypercolumn"),

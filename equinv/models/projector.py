@@ -51,6 +51,14 @@ class Projector(nn.Module):
         self.softargmax_mul = float(default_softargmax_mul(dim) if softargmax_mul is None else softargmax_mul)
         self.conv = FactorisedConv1x1(self.channels, dim, bias=self.mode == "softmax")
 
+    def linear(self, maps: Sequence[Tensor], size: int) -> Tensor:
+        """The linear part ``wᵀΦ (+ b)`` without the spatial softmax (the paper's ``Φ'``), ``(B, dim, size, size)``.
+
+        For a ``softmax`` projector, ``log`` of :meth:`forward` equals ``mul ·`` this minus a per-image,
+        per-channel constant, which a spatial softmax downstream (the regressor's heat-maps) ignores.
+        """
+        return self.conv(maps, size)
+
     def forward(self, maps: Sequence[Tensor], size: int) -> Tensor:
         """Per-layer maps (each ``(B, C_l, h_l, w_l)``) → ``(B, dim, size, size)``."""
         y = self.conv(maps, size)

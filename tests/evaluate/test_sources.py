@@ -125,9 +125,25 @@ def test_projected_source_regresses_with_the_input_scale_and_collapses_without(t
     for mode in ("auto", "none"):
         cfg = RegressionConfig(train=TRAIN, test=[TRAIN], source="projected", projector=str(tmp_path / "proj"),
                                epochs=3, lr=3e-2, softargmax_mul=3, n_heatmaps=4, grid=12, device="cpu",
-                               input_scale=mode)
+                               input_scale=mode, proj_readout="output")
         res = run_regression(cfg, tmp_path / mode, trunk=frozen_trunk("resnet18", None, seed=0))
         pred = np.load(tmp_path / mode / "predictions.npz")["pred_0_0"]
         spread[res["input_scale"]] = float(pred.std(0).max())
     # measured: 0.016 without, 0.40 with (normalised coordinates; the landmarks spread ~0.1)
     assert 10 * spread["none"] < spread["std"]
+
+
+def test_projected_linear_readout_is_the_log_of_the_softmax_output_up_to_a_constant(tmp_path):
+    torch.manual_seed(0)
+    proj = Projector((512, 256, 128, 64), dim=8)
+    meta = {"config": asdict(ProjectConfig(dim=8)), "channels": [512, 256, 128, 64]}
+    save_checkpoint(tmp_path / "proj" / "checkpoints" / "best.safetensors", proj.state_dict(), None, meta=meta)
+    x = torch.randn(2, 3, 96, 96)
+    out = build_source("projected", projector=str(tmp_path / "proj"), grid=12).maps(x)[0]
+    lin = build_source("projected", projector=str(tmp_path / "proj"), grid=12, readout="linear").maps(x)[0]
+    assert out.shape == lin.shape == (2, 8, 12, 12)
+    torch.testing.assert_close(out.sum((2, 3)), torch.ones(2, 8))
+    z = proj.softargmax_mul * lin
+    torch.testing.assert_close(out.log(), z - z.flatten(2).logsumexp(-1)[..., None, None], rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="readout"):
+        build_source("projected", projector=str(tmp_path / "proj"), readout="softmax")

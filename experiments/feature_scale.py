@@ -1,0 +1,53 @@
+"""Per-channel scale of every face representation the plan regresses on (experiments/findings.md).
+
+    python experiments/feature_scale.py [--run-root runs/repro/cpu] [--data SPEC] [--n 64]
+
+Prints the median / min / max over channels of each channel's standard deviation (over images and
+positions of its map) for the hypercolumn, the projected (64-D) and NMF-64 features of the MoCo run and
+the DVE descriptors: the quantity `equinv eval regress --input-scale std` divides by. Reads the finished
+steps of the run root; runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from equinv.data.preprocess import Preprocess
+from equinv.errors import SkipLog
+from equinv.evaluate.descriptors import prepare_input
+from equinv.evaluate.regression import _load
+from equinv.evaluate.sources import build_source
+from equinv.models.regressor import channel_scale
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-root", default="runs/repro/cpu", help="run root of the plan (default runs/repro/cpu)")
+    p.add_argument("--data", default="mtfl:../shared/data/mtfl?holdout=1000&part=train",
+                   help="images to measure on (default: the MTFL regression training split)")
+    p.add_argument("--n", type=int, default=64, help="images (default 64)")
+    a = p.parse_args()
+    root = Path(a.run_root) / "faces"
+    ds, _, _ = _load(f"{a.data}{'&' if '?' in a.data else '?'}limit={a.n}", Preprocess(size=96), SkipLog())
+    x = prepare_input(ds.__getitems__(list(range(len(ds))))["image"], ds.pre, "face")
+    sources = {
+        "hypercolumn": dict(backbone=root / "pretrain"),
+        "projected 64-D": dict(kind="projected", backbone=root / "pretrain", projector=root / "project_d64"),
+        "NMF-64": dict(kind="nmf", backbone=root / "pretrain", parts=root / "parts_nmf64" / "parts.safetensors"),
+        "DVE": dict(backbone=root / "dve"),
+    }
+    print(f"{len(ds)} images of {a.data}")
+    print("| features | channels | channel std: median | min | max |")
+    print("|---|---:|---:|---:|---:|")
+    with torch.no_grad():
+        for name, kw in sources.items():
+            src = build_source(**kw)
+            std = 1.0 / channel_scale([src.maps(x)], src.channels)
+            print(f"| {name} | {sum(src.channels)} | {std.median():.3g} | {std.min():.3g} | {std.max():.3g} |")
+
+
+if __name__ == "__main__":
+    main()
