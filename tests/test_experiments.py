@@ -265,7 +265,7 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
     (run / "faces/pretrain/backbone.safetensors").unlink()
     shutil.rmtree(run / "faces/match/hc")
     assert main([*args, "--in-process"]) == 0
-    assert "3 ran, 31 already done" in capsys.readouterr().out
+    assert "3 ran, 32 already done" in capsys.readouterr().out
     assert [a["resumed"] for a in M.read_marker(pre)["attempts"]] == [False, True, True]
     assert len(M.read_marker(by["faces_regress_hc"])["attempts"]) == 1  # the resumed weights are the same
     assert len(M.read_marker(by["faces_regress_random"])["attempts"]) == 2
