@@ -124,10 +124,14 @@ def resolve_input_scale(mode: str, source_kind: str) -> str:
     return mode
 
 
+def _spread(n: int, k: int) -> np.ndarray:
+    """At most ``k`` evenly spaced indices of ``range(n)``."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+
+
 def feature_scale(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256) -> Tensor:
     """Per-channel ``1/std`` of ``fs``'s maps over at most ``max_rows`` evenly spaced rows."""
-    n = len(fs)
-    rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(np.int64))
+    rows = _spread(len(fs), max_rows)
     return channel_scale((fs.batch(rows[s : s + batch], "cpu") for s in range(0, len(rows), batch)), channels)
 
 
@@ -136,7 +140,7 @@ def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, ma
                        batch: int = 64) -> Tensor:
     """:func:`feature_scale` of the source's live maps (fine-tuning: the initial weights)."""
     rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
-    rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), max_rows)).round().astype(np.int64))]
+    rows = rows[_spread(len(rows), max_rows)]
     was_training = source.training
     source.eval()
     try:
