@@ -147,3 +147,30 @@ def test_projected_linear_readout_is_the_log_of_the_softmax_output_up_to_a_const
     torch.testing.assert_close(out.log(), z - z.flatten(2).logsumexp(-1)[..., None, None], rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="readout"):
         build_source("projected", projector=str(tmp_path / "proj"), readout="softmax")
+
+
+def test_finetune_input_scale_matches_the_frozen_scale_and_is_used(tmp_path):
+    """Fine-tuning computes ``--input-scale std`` from live maps; it must equal the frozen path's scale."""
+    from equinv.evaluate.descriptors import stats_for_kind
+    from equinv.evaluate.regression import extract_features, feature_scale, live_feature_scale
+
+    torch.manual_seed(0)
+    proj = Projector((512, 256, 128, 64), dim=8)
+    meta = {"config": asdict(ProjectConfig(dim=8)), "channels": [512, 256, 128, 64]}
+    save_checkpoint(tmp_path / "proj" / "checkpoints" / "best.safetensors", proj.state_dict(), None, meta=meta)
+    source = build_source("projected", projector=str(tmp_path / "proj"), grid=12,
+                          trunk=frozen_trunk("resnet18", None, seed=0))
+    ds, kind, eyes = _load(TRAIN, Preprocess(size=96), SkipLog())
+    stats = source.stats or stats_for_kind(kind)
+    live = live_feature_scale(source, ds, None, stats, "cpu")
+    frozen = feature_scale(extract_features(ds, source, stats, "cpu", spec=TRAIN, eyes=eyes), source.channels)
+    assert live.shape == frozen.shape == (8,)
+    # the cached maps are fp16: the two agree to its precision, and the scale is far from 1 (softmax maps)
+    assert torch.allclose(live, frozen, rtol=2e-2)
+    assert float(live.min()) > 10
+    cfg = RegressionConfig(train=TRAIN, test=[TEST], source="projected", projector=str(tmp_path / "proj"),
+                           epochs=1, n_heatmaps=4, grid=12, finetune=True, n_train=[4], device="cpu",
+                           input_scale="auto", proj_readout="output")
+    res = run_regression(cfg, tmp_path / "ft", trunk=frozen_trunk("resnet18", None, seed=0))
+    assert res["input_scale"] == "std" and res["config"]["finetune"]
+    assert np.isfinite(res["iod_error_percent"])
