@@ -111,6 +111,11 @@ def test_resume_and_budget_rules(tmp_path):
     (tmp_path / "a/checkpoints").mkdir(parents=True)
     (tmp_path / "a/checkpoints/last.safetensors").write_bytes(b"x")
     assert step_state(a, by)[0] == "resume"
+    # an interrupted run whose command changed since is not resumed with the new one: it starts afresh
+    M.write_marker(a, {"status": "running", "argv": ["pretrain", "--epochs", "42"]})
+    assert step_state(a, by) == ("stale", "interrupted, and its command changed since: starts afresh")
+    M.write_marker(a, {"status": "running", "argv": ["pretrain"]})
+    assert step_state(a, by)[0] == "resume"
     (tmp_path / "a/backbone.safetensors").write_bytes(b"w1")
     M.write_marker(a, {"status": "ok", "end": 1.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
     assert step_state(a, by)[0] == "done"
@@ -135,10 +140,14 @@ def test_resume_and_budget_rules(tmp_path):
 
 
 # -- (c) results page and claims on fake outputs ---------------------------------------------------------------
-def _fake_regression(step: Step, values: dict[str, float], pck: float | None = None) -> None:
+def _fake_regression(step: Step, values: dict[str, float], pck: float | None = None,
+                     mean_shape: dict[str, float] | None = None) -> None:
     specs = [step.argv[i + 1] for i, a in enumerate(step.argv) if a == "--test"]
     tests = {spec: {"iod_error_percent": values.get(role), "iod_error_percent_std": None, "pck": pck}
              for spec, role in zip(specs, step.meta["tests"], strict=True)}
+    if mean_shape is not None:  # the no-feature reference, as runs record it since it was added
+        for spec, role in zip(specs, step.meta["tests"], strict=True):
+            tests[spec].update(mean_shape_iod_error_percent=mean_shape.get(role), mean_shape_pck=mean_shape["pck"])
     rec = {"datasets": {"test": specs}, "runs": [{"n_train": 32, "all_annotations": True, "tests": tests,
                                                    "per_repeat": [{"selected_epoch": 7}]}]}
     Path(step.out).mkdir(parents=True, exist_ok=True)
@@ -154,7 +163,8 @@ def test_results_claims_on_fake_outputs(tmp_path):
     cfg, steps = _smoke(tmp_path)
     by = {s.name: s for s in steps}
     _fake_regression(by["faces_regress_hc"], {"test": 3.0, "val": 2.9})
-    _fake_regression(by["faces_regress_random"], {"test": 5.0, "val": 5.1})
+    _fake_regression(by["faces_regress_random"], {"test": 5.0, "val": 5.1},
+                     mean_shape={"test": 17.7, "val": 17.8, "pck": 30.0})
     _fake_regression(by["faces_regress_dve"], {"test": 2.5, "val": 2.4})
     _fake_regression(by["faces_regress_layer3"], {"test": 4.0, "val": 3.5})
     _fake_regression(by["faces_regress_layer4"], {"test": 3.2, "val": 3.3})
@@ -162,7 +172,7 @@ def test_results_claims_on_fake_outputs(tmp_path):
     _fake_match(by["faces_match_dve"], 1.3, 3.0)
     _fake_match(by["faces_match_proj_d32"], 0.8, 2.0)
     _fake_regression(by["birds_regress_hc"], {}, pck=60.0)
-    _fake_regression(by["birds_regress_dve"], {}, pck=61.0)
+    _fake_regression(by["birds_regress_dve"], {}, pck=61.0, mean_shape={"pck": 40.0})
     findings = tmp_path / "findings.md"
     findings.write_text("Hand-written finding: *verbatim*.\n")
     page = write_results(cfg, steps, tmp_path / "results.md", findings=findings).read_text()
@@ -184,6 +194,11 @@ def test_results_claims_on_fake_outputs(tmp_path):
         "not run (missing `faces_regress_proj_d16.test`")
     assert "| ours, resnet18 hypercolumn | 2.90 | 3.00 | 7 |" in page
     assert "Hand-written finding: *verbatim*." in page
+    # the no-feature reference: from the first step of a table that records it; tables without one have no row
+    ref = "| mean training shape (no features; reference) |"
+    assert f"{ref} 17.80 | 17.70 | – | from [`faces_regress_random`]" in page
+    assert f"{ref} 40.00 | – | from [`birds_regress_dve`]" in page
+    assert page.count(ref) == 2
     for title in ("## Claims", "## 1. Landmark regression", "## 2. Single layers", "## 3. Landmark matching",
                   "## 4. Limited annotations", "## 5. 68 landmarks", "## 6. Birds", "## Commands and wall-clock"):
         assert title in page

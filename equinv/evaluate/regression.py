@@ -151,6 +151,12 @@ def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, ma
     return scale
 
 
+def mean_shape(landmarks: Tensor, visible: Tensor) -> Tensor:
+    """``(K, 2)`` mean of the visible training landmarks (the centre for a landmark never visible)."""
+    w = visible.unsqueeze(-1).float()
+    return (landmarks.float() * w).sum(0) / w.sum(0).clamp_min(1.0)
+
+
 def default_hparams(n: int | None) -> tuple[float, float]:
     """Protocol lr / wd: 1e-2 / 5e-2 with ≤ 100 annotations, else the faces' 1e-3 / 5e-4."""
     return (1e-2, 5e-2) if n is not None and n <= 100 else (1e-3, 5e-4)
@@ -649,6 +655,13 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                 res["_pred"] = pred
                 per_test[i].append(res)
                 rep["tests"][spec] = {k: res.get(k) for k in ("iod_error_percent", "pck", "paper_pck")}
+                # a reference with no features: the mean of the same training shapes, for every test image
+                t_rows = slice(None) if rows is None else torch.from_numpy(rows)
+                shape = mean_shape(train_fs.landmarks[t_rows], train_fs.visible[t_rows])
+                ref = evaluate_predictions(shape.expand_as(fs.landmarks).clone(), fs, image_size=cfg.image_size,
+                                           alpha=cfg.pck_alpha, eval_batch_size=cfg.eval_batch_size)
+                for k in ("iod_error_percent", "pck"):
+                    res[f"mean_shape_{k}"] = rep["tests"][spec][f"mean_shape_{k}"] = ref.get(k)
                 if r == 0:
                     saved[f"pred_{len(runs)}_{i}"] = res.pop("_pred").numpy()
                 res.pop("_pred", None)
@@ -657,7 +670,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         tests = {}
         for spec, results in zip(cfg.test, per_test, strict=True):
             summary: dict = {}
-            for key in ("iod_error_percent", "pck", "paper_pck"):
+            for key in ("iod_error_percent", "pck", "paper_pck", "mean_shape_iod_error_percent", "mean_shape_pck"):
                 m, s = _mean_std([res.get(key) for res in results])
                 summary[key], summary[f"{key}_std"] = m, s
             for key in ("per_landmark", "pck_per_landmark", "paper_pck_per_landmark"):

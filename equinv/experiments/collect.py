@@ -5,7 +5,9 @@ Names are ``STEP.KEY``:
 * regression: ``STEP.test`` / ``STEP.val`` — IOD error % on the step's test / validation split (the
   validation split is also evaluated as a test, so ``STEP.val`` is the selection metric of the kept
   epoch); ``STEP.test.pck`` and ``STEP.test.paper_pck`` — PCK % (correct and the reference's);
-  with several ``--n-train`` sizes ``STEP.test.nN`` and ``STEP.test.nN.std`` (also ``.pck``);
+  with several ``--n-train`` sizes ``STEP.test.nN`` and ``STEP.test.nN.std`` (also ``.pck``); the
+  no-feature reference (mean training shape) of the same training rows as ``KEY.mean_shape`` (``.std``,
+  ``.pck``), for runs that record it;
   ``STEP.epoch`` — the epoch kept;
 * matching: ``STEP.same`` / ``STEP.diff`` — errors in the 70-px frame;
 * every step: ``STEP.wall_min`` — wall-clock over all attempts, minutes.
@@ -51,6 +53,9 @@ def regression_numbers(name: str, res: dict, roles: list[str]) -> Numbers:
             _put(nums, f"{key}.pck", t.get("pck"))
             _put(nums, f"{key}.pck.std", t.get("pck_std"))
             _put(nums, f"{key}.paper_pck", t.get("paper_pck"))
+            _put(nums, f"{key}.mean_shape", t.get("mean_shape_iod_error_percent"))
+            _put(nums, f"{key}.mean_shape.std", t.get("mean_shape_iod_error_percent_std"))
+            _put(nums, f"{key}.mean_shape.pck", t.get("mean_shape_pck"))
     if runs and runs[0].get("per_repeat"):
         _put(nums, f"{name}.epoch", runs[0]["per_repeat"][0].get("selected_epoch"))
     return nums

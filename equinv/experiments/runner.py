@@ -4,8 +4,9 @@ A step is *done* when its marker says ``ok`` for the plan's current command, its
 dependency's outputs are those it was made from (:mod:`~equinv.experiments.markers`). Otherwise it runs:
 with its ``resume_argv`` when a training step left ``checkpoints/last.safetensors`` (an interrupted or
 killed MoCo / DVE / projector run continues exactly), else from the start. A stale step (its command or a
-dependency changed) runs again; a stale training step is moved aside to ``OUT.stale-TIME`` and trained afresh. A failed step is recorded and the steps that
-depend on it are skipped (``blocked``); independent steps still run.
+dependency changed) runs again; a stale training step is moved aside to ``OUT.stale-TIME`` and trained
+afresh. A failed step is recorded and the steps that depend on it are skipped (``blocked``); independent
+steps still run.
 
 Steps run as subprocesses (``python -m equinv ...``; a crash or kill cannot take the runner down) or,
 with ``in_process=True``, through :func:`equinv.cli.main`. Output goes to ``OUT/step.log``.
@@ -47,14 +48,17 @@ def step_state(step: Step, by_name: dict[str, Step]) -> tuple[str, str]:
     """``(action, reason)``: action is ``done``, ``resume``, ``stale`` or ``run``."""
     m = M.read_marker(step)
     resumable = step.resume_argv is not None and (Path(step.out) / RESUME_FILE).is_file()
+    changed = bool(m) and m.get("argv") is not None and list(m["argv"]) != list(step.argv)
     if m and m.get("status") == "ok" and M.outputs_exist(step):
-        if m.get("argv") is not None and list(m["argv"]) != list(step.argv):
+        if changed:
             return "stale", "its command changed since it ran"
         for dep in step.deps:
             dm = M.read_marker(by_name[dep]) if dep in by_name else None
             if dm is None or dm.get("digests") != m.get("dep_digests", {}).get(dep):
                 return "stale", f"{dep} changed since this step ran"
         return "done", f"done {M.stamp(m['end'])}" if m.get("end") else "done"
+    if resumable and changed:  # resuming would mix two settings (e.g. a schedule for other epochs)
+        return "stale", "interrupted, and its command changed since: starts afresh"
     if resumable:
         why = "interrupted" if not m or m.get("status") == "running" else f"{m.get('status')}, outputs missing"
         return "resume", f"{why}; continues from {RESUME_FILE}"

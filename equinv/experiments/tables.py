@@ -76,6 +76,9 @@ def face_regression(ctx: Context) -> list[str]:
         prow = P.REGRESSION.get(key) if key else None
         rows.append([s.label, fmt(ctx.get(f"{s.name}.val")), fmt(ctx.get(f"{s.name}.test")),
                      fmt(ctx.get(f"{s.name}.epoch"), 0), _step_link(s), *_paper_cells(prow, ("MAFL", "AFLW_M"))])
+    ref = _reference(ctx.prefixed("faces_regress_"),
+                     lambda name: [fmt(ctx.get(f"{name}.val.mean_shape")), fmt(ctx.get(f"{name}.test.mean_shape"))])
+    rows += [[REFERENCE_LABEL, *ref[0], DASH, ref[1], DASH, DASH, DASH]] if ref else []
     head = ["representation", "ours: val split IOD %", "ours: test IOD %", "epoch kept", "step",
             "paper: MAFL IOD %", "paper: AFLW_M IOD %", "paper row"]
     d = ctx.cfg["data"]
@@ -126,12 +129,30 @@ def matching(ctx: Context) -> list[str]:
             "on MAFL test, at its scale.", "", *table(head, rows), ""]
 
 
+REFERENCE_LABEL = "mean training shape (no features; reference)"
+
+
+def _reference(steps: list[Step], cells) -> tuple[list[str], str] | None:
+    """The no-feature reference's value cells (``cells(step name)``) and step link, from the first of
+    ``steps`` whose record has it (every step of a table has the same training rows); ``None`` when none
+    does (runs made before ``equinv eval regress`` recorded it)."""
+    for s in steps:
+        row = cells(s.name)
+        if any(c != DASH for c in row):
+            return row, f"from {_step_link(s)}"
+    return None
+
+
 def limited(ctx: Context) -> list[str]:
     """Table 12 / Fig. 4a: IOD error vs the number of labelled faces, mean ± std over seeded repeats."""
     c = ctx.cfg["faces"]["limited"]
     sizes = c["n_train"]
+    steps = [s for s in ctx.prefixed("faces_limited_") if "regression.json" in s.outputs]
     rows = [[s.label, *[fmt_pm(ctx.get(f"{s.name}.test.n{n}"), ctx.get(f"{s.name}.test.n{n}.std")) for n in sizes],
-             _step_link(s)] for s in ctx.prefixed("faces_limited_") if "regression.json" in s.outputs]
+             _step_link(s)] for s in steps]
+    ref = _reference(steps, lambda name: [fmt_pm(ctx.get(f"{name}.test.n{n}.mean_shape"),
+                                                 ctx.get(f"{name}.test.n{n}.mean_shape.std")) for n in sizes])
+    rows += [[REFERENCE_LABEL, *ref[0], ref[1]]] if ref else []
     paper_rows = [[r.label, *[fmt_pm(r.values.get(n), r.std.get(n)) for n in P.LIMITED_SIZES], r.cite()]
                   for r in P.LIMITED.values()]
     return ["## 4. Limited annotations (Table 12 / Fig. 4a)", "",
@@ -151,6 +172,9 @@ def faces68(ctx: Context) -> list[str]:
         prow = P.REGRESSION.get(key) if key else None
         rows.append([s.label, fmt(ctx.get(f"{s.name}.val")), fmt(ctx.get(f"{s.name}.test")), _step_link(s),
                      *_paper_cells(prow, ("300W",))])
+    ref = _reference(ctx.prefixed("faces68_regress_"),
+                     lambda name: [fmt(ctx.get(f"{name}.val.mean_shape")), fmt(ctx.get(f"{name}.test.mean_shape"))])
+    rows += [[REFERENCE_LABEL, *ref[0], ref[1], DASH, DASH]] if ref else []
     d = ctx.cfg["data"]
     return ["## 5. 68 landmarks, 300-W (Table 10, 300W column)", "",
             f"Train `{d['face68_train']}`, epoch chosen on `{d['face68_val']}`, test `{d['face68_test']}` (our own "
@@ -169,6 +193,8 @@ def birds(ctx: Context) -> list[str]:
         rows.append([s.label, fmt(ctx.get(f"{s.name}.test.pck")), fmt(ctx.get(f"{s.name}.test.paper_pck")),
                      _step_link(s), fmt(prow.values.get(1241)) if prow else DASH,
                      f"{prow.label} ({prow.cite()})" if prow else DASH])
+    ref = _reference(ctx.prefixed("birds_regress_"), lambda name: [fmt(ctx.get(f"{name}.test.mean_shape.pck"))])
+    rows += [[REFERENCE_LABEL, *ref[0], DASH, ref[1], DASH, DASH]] if ref else []
     d = ctx.cfg["data"]
     return ["## 6. Birds, CUB (Tables 2, 13)", "",
             f"MoCo and DVE on `{'`, `'.join(d['bird_pretrain'])}` (unlabeled); regressor on `{d['bird_train']}`, "

@@ -26,6 +26,7 @@ from equinv.report.page import (
     load_run,
     model_summary,
     n_key,
+    reference_series,
     regression_runs,
     short_path,
     short_spec,
@@ -151,6 +152,13 @@ def _curves(page: Page, figs: list[Path], runs: list[RunRecords], names: list[st
                              if s == spec and t.get(metric) is not None and r.get("n_train") is not None)
                 if pts:
                     series.append(Series(name, [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]))
+            if kind == "regression" and series:
+                # the no-feature reference of the first run that records it (same seeds, same training rows)
+                for r in runs:
+                    ref = r.regression and reference_series(regression_runs(r.regression), spec, f"mean_shape_{metric}")
+                    if ref is not None:
+                        series.append(ref)
+                        break
             plots.append((metric, spec, series))
     n_fig = 0
     for metric, spec, series in plots:

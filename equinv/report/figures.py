@@ -136,6 +136,7 @@ class Series:
     x: list[float]
     y: list[float]
     err: list[float | None] | None = None
+    reference: bool = False  # a no-feature reference line (dashed, grey, no markers)
 
 
 def annotation_curve(path: str | Path, series: Sequence[Series], ylabel: str, title: str | None = None,
@@ -152,7 +153,10 @@ def annotation_curve(path: str | Path, series: Sequence[Series], ylabel: str, ti
         if s.err is not None:
             err = np.asarray([np.nan if e is None else e for e in s.err], np.float64)[order]
             err = np.where(np.isfinite(err), err, 0.0)
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, label=s.label)
+        if s.reference:
+            ax.plot(x, y, ls="--", color="0.45", lw=1.2, label=s.label)
+        else:
+            ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, label=s.label)
         ticks.update(float(v) for v in x)
     ax.set_xscale("log")
     # ticks at the measured sizes only, written plainly (1, 5, 10, ...), not as powers of ten

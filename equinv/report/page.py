@@ -421,8 +421,22 @@ def _curve(page: Page, figs: list[Path], d: Path, name: str, runs: list[dict], s
             series.append(Series(short_spec(spec), xs, ys, es))
     if not series:
         return
+    ref = reference_series(runs, specs[0], f"mean_shape_{key}")
+    if ref is not None:
+        series.append(ref)
     figs.append(annotation_curve(d / name, series, ylabel, title))
     page.add(Image(name, f"{title} (error bars: std over repeats)"))
+
+
+def reference_series(runs: list[dict], spec: str, key: str):
+    """The dashed no-feature reference (mean of the same training shapes) of ``spec``, if recorded."""
+    from equinv.report.figures import Series
+
+    pts = sorted((float(r["n_train"]), float(t[key])) for r in runs
+                 if r.get("n_train") is not None and (t := (r.get("tests") or {}).get(spec) or {}).get(key) is not None)
+    if len(pts) < 2:
+        return None
+    return Series("mean training shape (no features)", [p[0] for p in pts], [p[1] for p in pts], reference=True)
 
 
 def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> None:
@@ -447,8 +461,11 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
 
     has_iod = any((t or {}).get("iod_error_percent") is not None for r in runs for t in r.get("tests", {}).values())
     has_paper = any((t or {}).get("paper_pck") is not None for r in runs for t in r.get("tests", {}).values())
+    has_ref = any((t or {}).get("mean_shape_pck") is not None for r in runs for t in r.get("tests", {}).values())
+    ref_key = "mean_shape_iod_error_percent" if has_iod else "mean_shape_pck"
     header = ["annotations", "repeats", "test set"] + (["IOD error %"] if has_iod else []) + ["PCK %"] \
-        + (["paper PCK %"] if has_paper else []) + ["images", "lr", "wd"]
+        + (["paper PCK %"] if has_paper else []) \
+        + ([f"mean shape {'IOD error' if has_iod else 'PCK'} %"] if has_ref else []) + ["images", "lr", "wd"]
     rows = []
     for r in runs:
         reps = r.get("repeats")
@@ -462,13 +479,18 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
             row.append(fmt_pm(t.get("pck"), t.get("pck_std"), reps))
             if has_paper:
                 row.append(fmt_pm(t.get("paper_pck"), t.get("paper_pck_std"), reps))
+            if has_ref:
+                row.append(fmt_pm(t.get(ref_key), t.get(f"{ref_key}_std"), reps))
             row += [fmt(t.get("n_images")), _fmt_g(r.get("lr")), _fmt_g(r.get("wd"))]
             rows.append(row)
     page.add(Table(header, rows))
     alpha = cfg.get("pck_alpha", 0.05)
     page.add(Text(f"IOD error: mean landmark error in % of the inter-ocular distance (lower is better); PCK: % of "
                   f"visible landmarks within {alpha:g}·{size} px of the truth in the {size}-px view (higher is "
-                  "better); ± is the std over repeated draws of the training subset."))
+                  "better); ± is the std over repeated draws of the training subset."
+                  + (" Mean shape: a reference with no features, the mean of the same training images' "
+                     "landmarks predicted for every test image; a representation that does not beat it has "
+                     "not yet learned to place landmarks." if has_ref else "")))
 
     if has_iod:
         _curve(page, figs, d, "report_curve_iod.png", runs, specs, "iod_error_percent", "IOD error %",

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,32 @@ def test_random_backbone_regressor_reaches_a_low_held_out_error_on_synthetic_fac
     assert err < 12, (err, baseline)
     assert err < 0.4 * baseline, (err, baseline)
     assert res["pck"] > 75, res["pck"]
+
+
+def test_mean_shape_reference_uses_the_same_training_rows():
+    from equinv.data.dataset import LandmarkDataset
+    from equinv.data.preprocess import Preprocess
+    from equinv.data.spec import read_index
+    from equinv.evaluate.regression import mean_shape
+
+    lm = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[2.0, 2.0], [9.0, 9.0]]])
+    vis = torch.tensor([[True, True], [True, False]])
+    assert torch.equal(mean_shape(lm, vis), torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
+    assert torch.equal(mean_shape(lm, torch.zeros(2, 2, dtype=torch.bool)), torch.zeros(2, 2))
+
+    train, test = "synthetic:12?size=64", "synthetic:4?size=64&seed=1"
+    cfg = RegressionConfig(train=train, test=[test], epochs=1, n_train=[None, 2], repeats=2, device="cpu", grid=12,
+                           n_heatmaps=2, tile_to=8)
+    res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
+    full, few = res["runs"]
+    assert full["tests"][test]["mean_shape_iod_error_percent"] == pytest.approx(_mean_shape_iod(train, test), rel=1e-3)
+    tr = torch.from_numpy(LandmarkDataset(read_index(train), Preprocess(size=96)).landmarks)
+    te = torch.from_numpy(LandmarkDataset(read_index(test), Preprocess(size=96)).landmarks)
+    errs = []
+    for rep in few["per_repeat"]:
+        shape = tr[rep["train_rows"]].mean(0, keepdim=True).expand_as(te)
+        errs.append(iod_error(shape, te, (0, 1)).mean().item())
+        assert rep["tests"][test]["mean_shape_iod_error_percent"] == pytest.approx(errs[-1], rel=1e-3)
+    assert errs[0] != errs[1]
+    assert few["tests"][test]["mean_shape_iod_error_percent"] == pytest.approx(np.mean(errs), rel=1e-3)
+    assert few["tests"][test]["mean_shape_pck"] is not None

@@ -30,7 +30,8 @@ def _truth(spec: str) -> tuple[np.ndarray, np.ndarray]:
 
 def write_regression(d: Path, *, spec: str = SPEC, n_train=(2, 4), eyes: bool = True, iod: float = 6.987,
                      pck: float = 81.234, std: float = 0.3512, gt_from: str | None = None, npz: bool = True,
-                     backbone: str = "runs/celeba_r18", arch: str = "resnet18", scramble: bool = False) -> Path:
+                     backbone: str = "runs/celeba_r18", arch: str = "resnet18", scramble: bool = False,
+                     mean_shape: float | None = None) -> Path:
     """``regression.json`` (+ ``predictions.npz``) as ``run_regression`` writes them."""
     d.mkdir(parents=True, exist_ok=True)
     gt, vis = _truth(gt_from or SPEC)
@@ -45,6 +46,9 @@ def write_regression(d: Path, *, spec: str = SPEC, n_train=(2, 4), eyes: bool = 
              "per_landmark": [1.0 + k / 10 for k in range(10)] if eyes else [50.0 + k for k in range(10)],
              "pck_per_landmark": [50.0 + k for k in range(10)], "n_images": len(gt),
              "std": std}
+        if mean_shape is not None:  # the no-feature reference, worse with fewer training shapes
+            t.update(mean_shape_iod_error_percent=mean_shape + 1.0 / n, mean_shape_iod_error_percent_std=0.1,
+                     mean_shape_pck=40.0 - 1.0 / n, mean_shape_pck_std=0.1)
         runs.append({"n_train": n, "all_annotations": False, "repeats": 3, "lr": 1e-2, "wd": 5e-2,
                      "tests": {spec: t}, "per_repeat": []})
     first = runs[0]["tests"][spec]

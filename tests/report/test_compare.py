@@ -53,6 +53,32 @@ def test_side_by_side_table_and_curves(tmp_path):
     assert 'src="compare_curve_0.png"' in html and "<b>7.00 ± 0.35</b>" in html
 
 
+def test_curves_carry_the_mean_shape_reference_of_the_first_run_that_has_it(tmp_path, monkeypatch):
+    import equinv.report.figures as figures
+
+    drawn = []
+    real = figures.annotation_curve
+    monkeypatch.setattr(figures, "annotation_curve", lambda path, series, *a, **k: (drawn.append(series),
+                                                                                     real(path, series, *a, **k))[1])
+    a = write_regression(tmp_path / "a", n_train=(2, 4), iod=6.0)
+    b = write_regression(tmp_path / "b", n_train=(2, 4), iod=5.0, mean_shape=9.0)
+    paths = compare_runs([a, b], tmp_path / "cmp")
+    (series,) = drawn
+    assert [s.label for s in series] == ["a", "b", "mean training shape (no features)"]
+    ref = series[-1]
+    assert ref.reference and ref.x == [2.0, 4.0] and ref.y == pytest.approx([9.5, 9.25])
+    assert_png(next(p for p in paths if p.suffix == ".png"))
+    # the single-run page has it as a column and in its own curve
+    from equinv.report.page import write_run_page
+
+    drawn.clear()
+    write_run_page(b)
+    assert "mean shape IOD error %" in (b / "report.md").read_text()
+    assert any(s.reference for series in drawn for s in series)
+    write_run_page(a)
+    assert "mean shape" not in (a / "report.md").read_text()
+
+
 def test_names_links_and_no_shared_sizes(tmp_path):
     a = write_regression(tmp_path / "a", n_train=(1, 3))
     b = write_regression(tmp_path / "b", n_train=(2, 4))

@@ -129,6 +129,9 @@ def test_real_regression_then_page(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     t = res["runs"][0]["tests"][test]
     assert fmt_pm(t["iod_error_percent"], t["iod_error_percent_std"], 2) in text
+    # the no-feature reference: a column and, in the curve, a dashed line
+    assert "mean shape IOD error %" in text
+    assert fmt_pm(t["mean_shape_iod_error_percent"], t["mean_shape_iod_error_percent_std"], 2) in text
     # the saved ground truth matches the re-read test images, so the predictions are drawn
     assert "image figures skipped" not in text
     assert {"report_landmarks_0_0.png", "report_landmarks_0_1.png", "report_curve_iod.png"} <= set(_pngs(paths))
