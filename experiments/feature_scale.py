@@ -3,9 +3,12 @@
     python experiments/feature_scale.py [--run-root runs/repro/cpu] [--data SPEC] [--n 64]
 
 Prints the median / min / max over channels of each channel's standard deviation (over images and
-positions of its map) for the hypercolumn, the projected (64-D) and NMF-64 features of the MoCo run and
-the DVE descriptors: the quantity `equinv eval regress --input-scale std` divides by. Reads the finished
-steps of the run root; runs in seconds on a CPU.
+positions of its map) for the hypercolumn, the projected (64-D) and NMF-64 features of the MoCo run, the
+DVE descriptors and a random-init ResNet18's hypercolumn: the quantity `equinv eval regress --input-scale
+std` divides by. The last column, √(Σ channel variances), is the std of a heat-map logit at the
+regressor's randn initialisation (before the softmax multiplier): how hard its heat-maps start. Reads the
+finished steps of the run root (a source whose weights are missing is named and skipped); runs in seconds
+on a CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 
 from equinv.data.preprocess import Preprocess
-from equinv.errors import SkipLog
+from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input
 from equinv.evaluate.regression import _load
 from equinv.evaluate.sources import build_source
@@ -38,15 +41,21 @@ def main() -> None:
         "projected 64-D": dict(kind="projected", backbone=root / "pretrain", projector=root / "project_d64"),
         "NMF-64": dict(kind="nmf", backbone=root / "pretrain", parts=root / "parts_nmf64" / "parts.safetensors"),
         "DVE": dict(backbone=root / "dve"),
+        "random-init hypercolumn": dict(backbone="random"),
     }
     print(f"{len(ds)} images of {a.data}")
-    print("| features | channels | channel std: median | min | max |")
-    print("|---|---:|---:|---:|---:|")
+    print("| features | channels | channel std: median | min | max | √(Σ variances) |")
+    print("|---|---:|---:|---:|---:|---:|")
     with torch.no_grad():
         for name, kw in sources.items():
-            src = build_source(**kw)
+            try:
+                src = build_source(**kw)
+            except InputError as e:  # e.g. a fresh machine without the (unarchived) MoCo weights
+                print(f"| {name} | skipped: {e} |")
+                continue
             std = 1.0 / channel_scale([src.maps(x)], src.channels)
-            print(f"| {name} | {sum(src.channels)} | {std.median():.3g} | {std.min():.3g} | {std.max():.3g} |")
+            print(f"| {name} | {sum(src.channels)} | {std.median():.3g} | {std.min():.3g} | {std.max():.3g} "
+                  f"| {std.square().sum().sqrt():.3g} |")
 
 
 if __name__ == "__main__":

@@ -644,6 +644,9 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
             rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
                    "final_loss": info["history"][-1]["loss"],
                    "train_rows": rows.tolist() if rows is not None else None, "tests": {}}
+            # a reference with no features: the mean of the same training shapes, for every test image
+            t_rows = slice(None) if rows is None else torch.from_numpy(rows)
+            shape = mean_shape(train_fs.landmarks[t_rows], train_fs.visible[t_rows])
             for i, (spec, (fs, ds)) in enumerate(zip(cfg.test, test_sets, strict=True)):
                 if cfg.finetune:
                     pred = predict_live(reg, source, ds, load(spec)[1], device, grid=grid)
@@ -655,9 +658,6 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                 res["_pred"] = pred
                 per_test[i].append(res)
                 rep["tests"][spec] = {k: res.get(k) for k in ("iod_error_percent", "pck", "paper_pck")}
-                # a reference with no features: the mean of the same training shapes, for every test image
-                t_rows = slice(None) if rows is None else torch.from_numpy(rows)
-                shape = mean_shape(train_fs.landmarks[t_rows], train_fs.visible[t_rows])
                 ref = evaluate_predictions(shape.expand_as(fs.landmarks).clone(), fs, image_size=cfg.image_size,
                                            alpha=cfg.pck_alpha, eval_batch_size=cfg.eval_batch_size)
                 for k in ("iod_error_percent", "pck"):

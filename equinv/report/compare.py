@@ -155,7 +155,9 @@ def _curves(page: Page, figs: list[Path], runs: list[RunRecords], names: list[st
             if kind == "regression" and series:
                 # the no-feature reference of the first run that records it (same seeds, same training rows)
                 for r in runs:
-                    ref = r.regression and reference_series(regression_runs(r.regression), spec, f"mean_shape_{metric}")
+                    if r.regression is None:
+                        continue
+                    ref = reference_series(regression_runs(r.regression), spec, f"mean_shape_{metric}")
                     if ref is not None:
                         series.append(ref)
                         break
