@@ -15,7 +15,7 @@ from equinv.experiments.__main__ import main
 from equinv.experiments.config import load_config
 from equinv.experiments.plan import Step, build_plan
 from equinv.experiments.results import write_results
-from equinv.experiments.runner import budget_minutes, run_plan, step_state
+from equinv.experiments.runner import budget_minutes, expected_minutes, run_plan, step_state
 
 PAPER_TXT = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper.txt"
 
@@ -105,9 +105,10 @@ def test_resume_and_budget_rules(tmp_path):
     a = Step("a", ["pretrain"], str(tmp_path / "a"), ["backbone.safetensors"], resume_argv=["pretrain", "--resume"],
              minutes=5.0)
     b = Step("b", ["x", "--max-minutes", "{minutes}"], str(tmp_path / "b"), ["w"], deps=["a"], minutes=3.0,
-             minutes_from="a")
+             minutes_from="a", estimate_min=40.0)
     by = {"a": a, "b": b}
     assert step_state(a, by)[0] == "run" and budget_minutes(b, by) is None
+    assert expected_minutes(b, by) == 40.0  # a has not run: the plan's throughput estimate
     (tmp_path / "a/checkpoints").mkdir(parents=True)
     (tmp_path / "a/checkpoints/last.safetensors").write_bytes(b"x")
     assert step_state(a, by)[0] == "resume"
@@ -120,6 +121,7 @@ def test_resume_and_budget_rules(tmp_path):
     M.write_marker(a, {"status": "ok", "end": 1.0, "total_wall_s": 61.0, "digests": M.output_digests(a)})
     assert step_state(a, by)[0] == "done"
     assert budget_minutes(b, by) == pytest.approx(1.1)  # a's wall-clock, rounded up to 0.1 min, under b's cap
+    assert expected_minutes(b, by) == pytest.approx(1.1)  # b runs for the budget it now knows
     (tmp_path / "b").mkdir()
     (tmp_path / "b/w").write_text("1")
     M.write_marker(b, {"status": "ok", "end": 2.0, "dep_digests": {"a": M.output_digests(a)}})

@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     if args.dry_run:
-        todo = [s for s in steps if summary.status.get(s.name) == "planned"]
-        print(f"{len(todo)} of {len(summary.status)} selected steps to run, estimate "
-              f"{sum(s.estimate_min for s in todo):.0f} min ({sum(s.estimate_min for s in todo) / 60:.1f} h)")
+        todo = sum(summary.expected_min.values())
+        print(f"{len(summary.expected_min)} of {len(summary.status)} selected steps to run, estimate "
+              f"{todo:.0f} min ({todo / 60:.1f} h)")
         return 0
     page = write_results(cfg, steps, results)
     print(f"{summary.count('ok')} ran, {summary.count('done')} already done, {summary.count('failed')} failed, "

@@ -35,6 +35,7 @@ class RunSummary:
     """What happened to each selected step: ``done`` (skipped), ``ok``, ``failed``, ``blocked``, ``planned``."""
 
     status: dict[str, str] = field(default_factory=dict)
+    expected_min: dict[str, float] = field(default_factory=dict)  # planned steps (dry run): expected minutes
 
     def count(self, what: str) -> int:
         return sum(1 for v in self.status.values() if v == what)
@@ -81,6 +82,16 @@ def budget_minutes(step: Step, by_name: dict[str, Step]) -> float | None:
         used = math.ceil(float(dm["total_wall_s"]) / 6.0) / 10.0  # minutes, rounded up to 0.1
         return min(used, step.minutes) if step.minutes else used
     return step.minutes
+
+
+def expected_minutes(step: Step, by_name: dict[str, Step]) -> float:
+    """Minutes the step is expected to take: its wall-clock budget once that is known (a step that takes
+    its budget from another step's run), else the plan's throughput estimate."""
+    if step.minutes_from:
+        budget = budget_minutes(step, by_name)
+        if budget is not None:
+            return budget
+    return step.estimate_min
 
 
 def fill_minutes(argv: list[str], minutes: float | None, placeholder: str) -> list[str]:
@@ -175,9 +186,10 @@ def run_plan(steps: list[Step], only: list[str] | None = None, dry_run: bool = F
         shown = fill_minutes(argv, minutes, f"<wall-clock of {step.minutes_from}>")
         if dry_run:
             summary.status[step.name] = "planned"
+            summary.expected_min[step.name] = expected_minutes(step, by_name)
             after = f" (after {', '.join(waiting)})" if waiting else ""
             echo(f"[{action}]{' ' * max(1, 8 - len(action))}{step.name}: {reason}{after}, "
-                 f"~{step.estimate_min:.0f} min\n    {step.command(shown)}")
+                 f"~{summary.expected_min[step.name]:.0f} min\n    {step.command(shown)}")
             continue
         if waiting:
             summary.status[step.name] = "blocked"
