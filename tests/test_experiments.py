@@ -26,7 +26,7 @@ SMOKE_STEPS = [
     "faces_regress_proj_d32", "faces_regress_nmf16", "faces_regress_layer3", "faces_regress_layer4",
     "faces_match_hc", "faces_match_random", "faces_match_dve", "faces_match_proj_d16", "faces_match_proj_d32",
     "faces_matchfig_hc", "faces_matchfig_proj_d32", "faces_limited_hc", "faces_limited_proj_d16",
-    "faces_limited_dve", "faces_limited_random", "faces_limited_compare", "faces68_regress_hc",
+    "faces_limited_dve", "faces_limited_random", "faces_limited_random_fanin", "faces_limited_compare", "faces68_regress_hc",
     "faces68_regress_random", "faces68_regress_dve", "birds_pretrain", "birds_dve", "birds_regress_hc",
     "birds_regress_random", "birds_regress_dve",
 ]
@@ -56,10 +56,15 @@ def test_smoke_dry_run_lists_every_step_and_command(tmp_path, capsys):
     assert "--source nmf --parts" in cmds["faces_regress_nmf16"] and "parts.safetensors" in cmds["faces_regress_nmf16"]
     assert "--taps conv4" in cmds["faces_regress_layer4"]
     assert "--n-train 2,4 --repeats 2 --tps-aug --tps-copies 2" in cmds["faces_limited_hc"]
+    # a probe: its method's command at its own sizes plus one change; the curves leave it out
+    assert cmds["faces_limited_random_fanin"] == cmds["faces_limited_random"].replace(
+        "--n-train 2,4", "--n-train 2").replace("limited/random", "limited/random_fanin") + \
+        " --heatmap-init-std fan-in"
+    assert "random_fanin" not in cmds["faces_limited_compare"]
     assert "--descriptor projected" in cmds["faces_match_proj_d32"] and "--pairs 4" in cmds["faces_match_hc"]
     assert "--paper-pck" in cmds["birds_regress_hc"] and "--val" not in cmds["birds_regress_hc"]
     assert cmds["faces_limited_compare"].startswith("equinv report ")
-    assert "35 of 35 selected steps to run" in out
+    assert "36 of 36 selected steps to run" in out
 
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu", "smoke"])
@@ -256,7 +261,7 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
                   "## 4. Limited annotations", "## 5. 68 landmarks", "## 6. Birds", "## Figures",
                   "## Commands and wall-clock"):
         assert title in page
-    assert "0 not run yet" in page and "Steps: 35 of 35 done" in page
+    assert "0 not run yet" in page and "Steps: 36 of 36 done" in page
     reg = json.loads((run / "faces/regress/hc/regression.json").read_text())
     test_spec, val_spec = reg["datasets"]["test"]
     hc_row = next(ln for ln in page.splitlines() if ln.startswith("| ours, resnet18 hypercolumn | "))
@@ -267,6 +272,12 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
     lim = json.loads((run / "faces/limited/dve/regression.json").read_text())
     t = lim["runs"][1]["tests"][lim["datasets"]["test"][0]]
     assert f"{_fmt(t['iod_error_percent'])} ± {_fmt(t['iod_error_percent_std'])}" in page
+    probe = json.loads((run / "faces/limited/random_fanin/regression.json").read_text())
+    assert 0 < probe["heatmap_init_std"] < 1
+    t = probe["runs"][0]["tests"][probe["datasets"]["test"][0]]
+    probe_row = next(ln for ln in page.splitlines() if ln.startswith("| random-init resnet18 hypercolumn, fan-in"))
+    assert probe_row.startswith(f"| random-init resnet18 hypercolumn, fan-in heat-map init (probe) | "
+                                f"{_fmt(t['iod_error_percent'])} ± {_fmt(t['iod_error_percent_std'])} | – |")
     birds = json.loads((run / "birds/regress/hc/regression.json").read_text())
     assert f"| {_fmt(birds['pck'])} | {_fmt(birds['paper_pck'])} |" in page
     figs = list((tmp_path / "results_figures").glob("*.png"))
@@ -275,14 +286,14 @@ def test_smoke_plan_end_to_end_resumes_and_skips(tmp_path, monkeypatch, capsys):
     # 3. a second invocation skips every step
     capsys.readouterr()
     assert main([*args, "--in-process"]) == 0
-    assert "0 ran, 35 already done" in capsys.readouterr().out
+    assert "0 ran, 36 already done" in capsys.readouterr().out
 
     # 4. an interrupted step is redone, a pretraining without its weights resumed; the rest is left alone
     (run / "faces/regress/random/regression.json").unlink()
     (run / "faces/pretrain/backbone.safetensors").unlink()
     shutil.rmtree(run / "faces/match/hc")
     assert main([*args, "--in-process"]) == 0
-    assert "3 ran, 32 already done" in capsys.readouterr().out
+    assert "3 ran, 33 already done" in capsys.readouterr().out
     assert [a["resumed"] for a in M.read_marker(pre)["attempts"]] == [False, True, True]
     assert len(M.read_marker(by["faces_regress_hc"])["attempts"]) == 1  # the resumed weights are the same
     assert len(M.read_marker(by["faces_regress_random"])["attempts"]) == 2

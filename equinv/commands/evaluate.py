@@ -38,6 +38,15 @@ def _n_train(text: str | None) -> list[int | None]:
     return out
 
 
+def _heatmap_init(text: str) -> float | str:
+    from equinv.evaluate.regression import resolve_heatmap_init
+
+    try:
+        return resolve_heatmap_init(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_regress(args: argparse.Namespace) -> int:
     from equinv.evaluate.regression import RegressionConfig, run_regression
     from equinv.report.page import write_run_page
@@ -105,9 +114,10 @@ def register(sub) -> None:
     r.add_argument("--finetune", action="store_true",
                    help="fine-tune the backbone with the regressor (appendix A.2; no feature cache)")
     r.add_argument("--n-heatmaps", type=int, default=50, help="intermediate heat-maps per landmark (default 50)")
-    r.add_argument("--heatmap-init-std", type=float, default=1.0,
+    r.add_argument("--heatmap-init-std", type=_heatmap_init, default=1.0, metavar="STD|fan-in",
                    help="std of the heat-map weights' init (default 1, the reference; ~0.03 converges much faster "
-                   "in short runs, see docs/evaluation.md)")
+                   "in short runs; 'fan-in': 1/sqrt(sum of the training features' channel variances), so the "
+                   "initial heat-map logits vary by ~1 whatever the features; see docs/evaluation.md)")
     r.add_argument("--softargmax-mul", type=float, default=100.0,
                    help="softmax multiplier of the heat-maps (default 100, the reference; 3 starts from soft maps "
                    "and converges in a few thousand steps, see docs/evaluation.md)")

@@ -47,7 +47,8 @@ from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input, stats_for_kind
 from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
 from equinv.evaluate.sources import DVESource, build_source, native_side, parse_taps
-from equinv.models.regressor import KeypointRegressor, channel_scale, regression_loss
+from equinv.models.regressor import (KeypointRegressor, channel_std, fan_in_init_std, regression_loss,
+                                     scale_from_std)
 from equinv.report.record import software_versions
 
 
@@ -95,7 +96,7 @@ class RegressionConfig:
     image_size: int = 96
     grid: int | None = None
     n_heatmaps: int = 50
-    heatmap_init_std: float = 1.0
+    heatmap_init_std: float | str = 1.0  # or "fan-in" (:func:`fan_in_init_std` of the training features)
     softargmax_mul: float = 100.0
     paper_pck: bool = False
     eval_batch_size: int = 32
@@ -108,6 +109,21 @@ class RegressionConfig:
 
 
 INPUT_SCALES = ("auto", "none", "std")
+FAN_IN = "fan-in"
+
+
+def resolve_heatmap_init(value: float | str) -> float | str:
+    """A positive heat-map init std, or ``"fan-in"``; anything else is an :class:`InputError`."""
+    if isinstance(value, str):
+        if value.strip().lower() == FAN_IN:
+            return FAN_IN
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(f"--heatmap-init-std {value!r}: give a positive number or {FAN_IN}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise InputError(f"--heatmap-init-std {value!r}: give a positive number or {FAN_IN}")
+    return float(value)
 
 
 def resolve_input_scale(mode: str, source_kind: str) -> str:
@@ -129,26 +145,37 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
 
 
+def feature_std(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256) -> Tensor:
+    """Per-channel std of ``fs``'s maps over at most ``max_rows`` evenly spaced rows."""
+    rows = _spread(len(fs), max_rows)
+    return channel_std((fs.batch(rows[s : s + batch], "cpu") for s in range(0, len(rows), batch)), channels)
+
+
 def feature_scale(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256) -> Tensor:
     """Per-channel ``1/std`` of ``fs``'s maps over at most ``max_rows`` evenly spaced rows."""
-    rows = _spread(len(fs), max_rows)
-    return channel_scale((fs.batch(rows[s : s + batch], "cpu") for s in range(0, len(rows), batch)), channels)
+    return scale_from_std(feature_std(fs, channels, max_rows, batch))
 
 
 @torch.no_grad()
-def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
-                       batch: int = 64) -> Tensor:
-    """:func:`feature_scale` of the source's live maps (fine-tuning: the initial weights)."""
+def live_feature_std(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
+                     batch: int = 64) -> Tensor:
+    """:func:`feature_std` of the source's live maps (fine-tuning: the initial weights)."""
     rows = np.arange(len(ds)) if rows is None else np.asarray(rows)
     rows = rows[_spread(len(rows), max_rows)]
     was_training = source.training
     source.eval()
     try:
-        scale = channel_scale((source.maps(_live_batch(ds, rows[s : s + batch], stats, device)[0])
-                               for s in range(0, len(rows), batch)), source.channels)
+        std = channel_std((source.maps(_live_batch(ds, rows[s : s + batch], stats, device)[0])
+                           for s in range(0, len(rows), batch)), source.channels)
     finally:
         source.train(was_training)
-    return scale
+    return std
+
+
+def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
+                       batch: int = 64) -> Tensor:
+    """:func:`feature_scale` of the source's live maps (fine-tuning: the initial weights)."""
+    return scale_from_std(live_feature_std(source, ds, rows, stats, device, max_rows, batch))
 
 
 def mean_shape(landmarks: Tensor, visible: Tensor) -> Tensor:
@@ -584,9 +611,14 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
     source_kind = "dve" if isinstance(source, DVESource) else cfg.source
     scale_mode = resolve_input_scale(cfg.input_scale, source_kind)
     in_scale = None
-    if scale_mode == "std":  # from every training image's features (no labels), before any subset is drawn
-        in_scale = (live_feature_scale(source, train_ds, None, load(cfg.train)[1], device) if cfg.finetune
-                    else feature_scale(train_fs, source.channels))
+    init_std = resolve_heatmap_init(cfg.heatmap_init_std)
+    if scale_mode == "std" or init_std == FAN_IN:
+        # from every training image's features (no labels), before any subset is drawn
+        std = (live_feature_std(source, train_ds, None, load(cfg.train)[1], device) if cfg.finetune
+               else feature_std(train_fs, source.channels))
+        in_scale = scale_from_std(std) if scale_mode == "std" else None
+        if init_std == FAN_IN:
+            init_std = fan_in_init_std(std, in_scale)
 
     runs = []
     # repeat 0's test predictions of every n_train entry (normalised [-1, 1] in the final view), for reports
@@ -632,14 +664,14 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
                     lr_mult=cfg.finetune_lr_mult, batch_size=cfg.batch_size, tile=tile, tps=cfg.tps_aug,
                     val=(val_ds, val_fs) if val_ds is not None else None, stats=stats, device=device, seed=seed,
                     grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
-                    init_std=cfg.heatmap_init_std, softargmax_mul=cfg.softargmax_mul, input_scale=in_scale,
+                    init_std=init_std, softargmax_mul=cfg.softargmax_mul, input_scale=in_scale,
                     log=log)
                 backbone_images += info["backbone_images"]
             else:
                 reg, info = train_regressor(sub, source.channels, epochs=cfg.epochs, lr=lr, wd=wd,
                                             batch_size=cfg.batch_size, tile=tile, val=val_fs, device=device, seed=seed,
                                             grid=grid, image_size=cfg.image_size, alpha=cfg.pck_alpha,
-                                            n_heatmaps=cfg.n_heatmaps, init_std=cfg.heatmap_init_std,
+                                            n_heatmaps=cfg.n_heatmaps, init_std=init_std,
                                             softargmax_mul=cfg.softargmax_mul, input_scale=in_scale, log=log)
             rep = {"repeat": r, "seed": seed, "selected_epoch": info["selected_epoch"], "tile": tile,
                    "final_loss": info["history"][-1]["loss"],
@@ -703,6 +735,7 @@ def run_regression(cfg: RegressionConfig, out: str | Path | None = None, *, trun
         "channels": list(source.channels),
         "grid": grid,
         "input_scale": scale_mode,
+        "heatmap_init_std": init_std,  # the std used (--heatmap-init-std fan-in: the value it resolved to)
         "seed": cfg.seed,
         "backbone_images": backbone_images,
         "device": str(device),

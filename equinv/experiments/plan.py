@@ -240,23 +240,33 @@ class _Builder:
             "dve": ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)"),
             "random": ("random", "random", [], [], f"random-init {self.arch} hypercolumn"),
         }
-        names, outs, labels = [], [], []
-        for m in c["methods"]:
-            name, backbone, extra, deps, label = spec[m]
+        def step(m: str, name: str, sizes: list[int], probe: dict | None = None) -> Step:
+            _, backbone, extra, deps, label = spec[m]
             out = self.d("faces", "limited", name)
             argv = ["eval", "regress", "--backbone", backbone, "--arch", self.arch, *extra, "--train",
                     d["face5_train"], "--test", d["face5_test_limited"], "--epochs", str(c["epochs"]), "--n-train",
-                    ",".join(str(n) for n in c["n_train"]), "--repeats", str(c["repeats"]), "--tps-aug",
+                    ",".join(str(n) for n in sizes), "--repeats", str(c["repeats"]), "--tps-aug",
                     "--tps-copies", str(c["tps_copies"]), "--cache-dir", self.cache, "--out", out, *self.dev,
-                    "--quiet", *c.get("extra", [])]
+                    "--quiet", *c.get("extra", []), *(probe or {}).get("extra", [])]
             grid = est.DVE_GRID.get(f["dve"]["arch"], 48) if m == "dve" else 48
             estimate = est.limited_minutes(self.rates, self.counts["face5_train"], self.counts["face5_test_limited"],
-                                           c["n_train"], c["repeats"], c["epochs"], c["tps_copies"], 5, grid)
-            self.add(Step(f"faces_limited_{name}", argv, out, ["regression.json"], deps, "Table 12 / Fig. 4a", label,
-                          estimate_min=estimate, meta={"method": m}))
-            names.append(f"faces_limited_{name}")
-            outs.append(out)
-            labels.append(label.replace(",", ""))
+                                           sizes, c["repeats"], c["epochs"], c["tps_copies"], 5, grid)
+            if probe:
+                label = f"{label}, {probe['what']} (probe)"
+            return self.add(Step(f"faces_limited_{name}", argv, out, ["regression.json"], deps,
+                                 "Table 12 (probe)" if probe else "Table 12 / Fig. 4a", label, estimate_min=estimate,
+                                 meta={"method": m, "probe": bool(probe)}))
+
+        names, outs, labels = [], [], []
+        for m in c["methods"]:
+            s = step(m, spec[m][0], c["n_train"])
+            names.append(s.name)
+            outs.append(s.out)
+            labels.append(s.label.replace(",", ""))
+        # probes of why the curves look as they do: one change to a method's command, at some of the sizes
+        for probe in c.get("probes", []):
+            step(probe["method"], f"{spec[probe['method']][0]}_{probe['name']}", probe.get("n_train", c["n_train"]),
+                 probe)
         out = self.d("faces", "limited", "compare")
         self.add(Step("faces_limited_compare", ["report", *outs, "--names", ",".join(labels), "--out", out], out,
                       ["compare.md"], names, "Fig. 4a", "limited-annotation curves",

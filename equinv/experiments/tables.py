@@ -147,9 +147,15 @@ def limited(ctx: Context) -> list[str]:
     """Table 12 / Fig. 4a: IOD error vs the number of labelled faces, mean ± std over seeded repeats."""
     c = ctx.cfg["faces"]["limited"]
     sizes = c["n_train"]
-    steps = [s for s in ctx.prefixed("faces_limited_") if "regression.json" in s.outputs]
-    rows = [[s.label, *[fmt_pm(ctx.get(f"{s.name}.test.n{n}"), ctx.get(f"{s.name}.test.n{n}.std")) for n in sizes],
-             _step_link(s)] for s in steps]
+    every = [s for s in ctx.prefixed("faces_limited_") if "regression.json" in s.outputs]
+    steps = [s for s in every if not s.meta.get("probe")]
+    probes = [s for s in every if s.meta.get("probe")]
+
+    def row(s: Step) -> list[str]:
+        return [s.label, *[fmt_pm(ctx.get(f"{s.name}.test.n{n}"), ctx.get(f"{s.name}.test.n{n}.std")) for n in sizes],
+                _step_link(s)]
+
+    rows = [row(s) for s in steps]
     ref = _reference(steps, lambda name: [fmt_pm(ctx.get(f"{name}.test.n{n}.mean_shape"),
                                                  ctx.get(f"{name}.test.n{n}.mean_shape.std")) for n in sizes])
     rows += [[REFERENCE_LABEL, *ref[0], ref[1]]] if ref else []
@@ -160,6 +166,9 @@ def limited(ctx: Context) -> list[str]:
             f"mean ± std over {c['repeats']} seeded draws, {c['tps_copies']} TPS copies per image, "
             f"{c['epochs']} epoch(s) of ~1000 tiled rows, last epoch kept (no validation, as the paper).", "",
             *table(["representation", *[f"N={n}" for n in sizes], "step"], rows), "",
+            *(["Probes: one change to a method's command, at some of the sizes (what they show: the findings "
+               "below).", "", *table(["probe", *[f"N={n}" for n in sizes], "step"], [row(s) for s in probes]), ""]
+              if probes else []),
             "The paper's Table 12 (AFLW_M, its scale; \"all\" = 10,122 faces):", "",
             *table(["paper row", *[f"N={n}" for n in P.LIMITED_SIZES], "source"], paper_rows), ""]
 

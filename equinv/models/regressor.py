@@ -137,11 +137,11 @@ class KeypointRegressor(nn.Module):
 
 
 @torch.no_grad()
-def channel_scale(batches, channels: Sequence[int], eps: float = 1e-12) -> Tensor:
-    """``1/std`` of every input channel over the maps of ``batches`` (each a per-layer list of maps).
+def channel_std(batches, channels: Sequence[int]) -> Tensor:
+    """Std of every input channel over the maps of ``batches`` (each a per-layer list of maps).
 
     Statistics are accumulated in float64 over all images and positions of each layer's map at its own
-    resolution; a constant channel (std ≤ ``eps``) keeps factor 1. Only features are read, never labels.
+    resolution. Only features are read, never labels.
     """
     channels = tuple(channels)
     s1 = torch.zeros(sum(channels), dtype=torch.float64)
@@ -157,10 +157,34 @@ def channel_scale(batches, channels: Sequence[int], eps: float = 1e-12) -> Tenso
         s2 += torch.cat([f[1] for f in flat])
         counts += torch.cat([f[2] for f in flat])
     if not bool((counts > 0).all()):
-        raise ValueError("channel_scale needs at least one batch")
+        raise ValueError("channel statistics need at least one batch")
     mean = s1 / counts
-    std = (s2 / counts - mean * mean).clamp_min(0).sqrt()
+    return (s2 / counts - mean * mean).clamp_min(0).sqrt().float()
+
+
+def scale_from_std(std: Tensor, eps: float = 1e-12) -> Tensor:
+    """``1/std`` per channel; a constant channel (std ≤ ``eps``) keeps factor 1."""
     return torch.where(std > eps, 1.0 / std.clamp_min(eps), torch.ones_like(std)).float()
+
+
+def channel_scale(batches, channels: Sequence[int], eps: float = 1e-12) -> Tensor:
+    """``1/std`` of every input channel over the maps of ``batches`` (:func:`channel_std`, :func:`scale_from_std`)."""
+    return scale_from_std(channel_std(batches, channels), eps)
+
+
+def fan_in_init_std(std: Tensor, input_scale: Tensor | None = None) -> float:
+    """Heat-map init std that makes the initial heat-map logits vary by about 1 across locations.
+
+    With i.i.d. ``N(0, σ²)`` weights a heat-map's logit ``Σ_c w_c x_c`` varies across locations with std
+    ``σ·√(Σ_c var_c)`` (channels taken as uncorrelated), so ``σ = 1/√(Σ_c var_c)`` of the regressor's input
+    (after ``input_scale``). The reference's ``σ = 1`` gives a 960-channel hypercolumn of unit channels
+    logits of std ~30, i.e. near-hard argmax maps of random locations at the start.
+    """
+    s = std.double() * (input_scale.double() if input_scale is not None else 1.0)
+    total = float((s * s).sum())
+    if not total > 0:
+        raise ValueError("fan-in heat-map init: every input channel is constant")
+    return 1.0 / math.sqrt(total)
 
 
 def regression_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:

@@ -1,11 +1,13 @@
 """Landmark regression on cached frozen features (small settings so that it runs in seconds on a CPU)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 
+from equinv.errors import InputError
 from equinv.evaluate.metrics import iod_error
 from equinv.evaluate.regression import RegressionConfig, default_hparams, run_regression
 from equinv.models.hypercolumn import frozen_trunk
@@ -148,3 +150,30 @@ def test_mean_shape_reference_uses_the_same_training_rows():
     assert errs[0] != errs[1]
     assert few["tests"][test]["mean_shape_iod_error_percent"] == pytest.approx(np.mean(errs), rel=1e-3)
     assert few["tests"][test]["mean_shape_pck"] is not None
+
+
+def test_fan_in_heatmap_init_is_resolved_from_the_training_features(tmp_path):
+    from equinv.evaluate.regression import resolve_heatmap_init
+
+    assert resolve_heatmap_init("fan-in") == "fan-in" and resolve_heatmap_init("0.05") == 0.05
+    for bad in ("-1", "0", "nan", "wide"):
+        with pytest.raises(InputError, match="heatmap-init-std"):
+            resolve_heatmap_init(bad)
+    train, test = "synthetic:12?size=64", "synthetic:4?size=64&seed=1"
+    trunk = frozen_trunk("resnet18", None, seed=0)
+    base = dict(train=train, test=[test], epochs=2, device="cpu", grid=12, n_heatmaps=2,
+                cache_dir=str(tmp_path / "cache"))
+    fan = run_regression(RegressionConfig(**base, heatmap_init_std="fan-in"), trunk=trunk)
+    used = fan["heatmap_init_std"]
+    # the hypercolumn's 960 channels of std ~0.1-1: far below the reference's 1
+    assert isinstance(used, float) and 0 < used < 0.5
+    # the resolved value is what trained the regressor: giving it explicitly reproduces the run
+    same = run_regression(RegressionConfig(**base, heatmap_init_std=used), trunk=trunk)
+    assert same["iod_error_percent"] == pytest.approx(fan["iod_error_percent"], abs=1e-9)
+    assert same["heatmap_init_std"] == used
+    ref = run_regression(RegressionConfig(**base), trunk=trunk)
+    assert ref["heatmap_init_std"] == 1.0 and ref["iod_error_percent"] != fan["iod_error_percent"]
+    # with per-channel scaling every non-constant input channel has unit std, so fan-in is 1/√C
+    scaled = run_regression(RegressionConfig(**base, heatmap_init_std="fan-in", input_scale="std"), trunk=trunk)
+    c = sum(scaled["channels"])
+    assert 0.99999 / math.sqrt(c) <= scaled["heatmap_init_std"] < 1 / math.sqrt(0.9 * c)  # constant ones: 0

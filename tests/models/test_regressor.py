@@ -177,3 +177,28 @@ def test_input_scale_makes_the_regressor_independent_of_the_feature_scale():
     assert plain(tiny, 24).std(0).max() < 1e-3 < outs[1][0].std(0).max()
     with pytest.raises(ValueError, match="channels"):
         KeypointRegressor(CHANNELS, n_landmarks=3, input_scale=torch.ones(3))
+
+
+def test_fan_in_init_gives_unit_logit_spread_whatever_the_feature_scale():
+    from equinv.models.regressor import channel_std, fan_in_init_std, scale_from_std
+
+    g = torch.Generator().manual_seed(3)
+    stds = torch.linspace(0.1, 5.0, 64)
+    maps = [torch.randn(4, 64, 24, 24, generator=g) * stds.view(1, -1, 1, 1) + 2.0]
+    std = channel_std([maps], (64,))
+    torch.testing.assert_close(std, stds, rtol=0.05, atol=0)
+    sigma = fan_in_init_std(std)
+    assert sigma == pytest.approx(1 / math.sqrt(float((std.double() ** 2).sum())))
+    torch.manual_seed(0)
+    for reg in (KeypointRegressor(64, 5, init_std=sigma),
+                KeypointRegressor(64, 5, init_std=fan_in_init_std(std, scale_from_std(std)),
+                                  input_scale=scale_from_std(std))):
+        logits = reg.heatmaps(reg._scaled(maps), 24)
+        spread = logits.flatten(2).std(-1).mean().item()  # std across locations, averaged over maps
+        assert spread == pytest.approx(1.0, rel=0.1), spread
+    # after the per-channel scaling every channel has unit std: 1/√C
+    assert fan_in_init_std(std, scale_from_std(std)) == pytest.approx(1 / 8, rel=1e-4)
+    # the reference std 1 on these features: logits ~ √Σvar ≈ 23 times wider
+    assert 1 / sigma > 20
+    with pytest.raises(ValueError, match="constant"):
+        fan_in_init_std(torch.zeros(3))
