@@ -156,7 +156,8 @@ def limited(ctx: Context) -> list[str]:
                 _step_link(s)]
 
     rows = [row(s) for s in steps]
-    ref = _reference(steps, lambda name: [fmt_pm(ctx.get(f"{name}.test.n{n}.mean_shape"),
+    # every step draws the same seeded training rows per size, so a probe's reference is the table's too
+    ref = _reference(steps + probes, lambda name: [fmt_pm(ctx.get(f"{name}.test.n{n}.mean_shape"),
                                                  ctx.get(f"{name}.test.n{n}.mean_shape.std")) for n in sizes])
     rows += [[REFERENCE_LABEL, *ref[0], ref[1]]] if ref else []
     paper_rows = [[r.label, *[fmt_pm(r.values.get(n), r.std.get(n)) for n in P.LIMITED_SIZES], r.cite()]
