@@ -26,7 +26,8 @@ SMOKE_STEPS = [
     "faces_regress_proj_d32", "faces_regress_nmf16", "faces_regress_layer3", "faces_regress_layer4",
     "faces_match_hc", "faces_match_random", "faces_match_dve", "faces_match_proj_d16", "faces_match_proj_d32",
     "faces_matchfig_hc", "faces_matchfig_proj_d32", "faces_limited_hc", "faces_limited_proj_d16",
-    "faces_limited_dve", "faces_limited_random", "faces_limited_random_fanin", "faces_limited_compare", "faces68_regress_hc",
+    "faces_limited_dve", "faces_limited_random", "faces_limited_random_fanin", "faces_limited_compare",
+    "faces68_regress_hc",
     "faces68_regress_random", "faces68_regress_dve", "birds_pretrain", "birds_dve", "birds_regress_hc",
     "birds_regress_random", "birds_regress_dve",
 ]
@@ -370,3 +371,13 @@ def test_reproduce_archives_steps_and_results_rebuild_the_page_from_the_archive(
     assert row in page.read_text().splitlines()
     assert main(["reproduce", *args, "--only", "faces_regress_random", "--in-process"]) == 0
     assert "0 ran, 1 already done" in capsys.readouterr().out
+
+
+def test_reference_row_comes_from_the_most_complete_record():
+    from equinv.experiments.tables import DASH, _reference
+
+    steps = [Step(n, [], f"/x/{n}", []) for n in ("none", "part", "full", "full_too")]
+    cells = {"none": [DASH, DASH], "part": ["1.00", DASH], "full": ["1.00", "2.00"], "full_too": ["1.00", "2.00"]}
+    row, link = _reference(steps, cells.__getitem__)
+    assert row == ["1.00", "2.00"] and "`full`" in link
+    assert _reference(steps[:1], cells.__getitem__) is None

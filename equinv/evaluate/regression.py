@@ -47,8 +47,7 @@ from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input, stats_for_kind
 from equinv.evaluate.metrics import iod_error, paper_pck, pck, per_landmark_errors
 from equinv.evaluate.sources import DVESource, build_source, native_side, parse_taps
-from equinv.models.regressor import (KeypointRegressor, channel_std, fan_in_init_std, regression_loss,
-                                     scale_from_std)
+from equinv.models.regressor import KeypointRegressor, channel_std, fan_in_init_std, regression_loss, scale_from_std
 from equinv.report.record import software_versions
 
 

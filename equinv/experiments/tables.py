@@ -134,13 +134,15 @@ REFERENCE_LABEL = "mean training shape (no features; reference)"
 
 def _reference(steps: list[Step], cells) -> tuple[list[str], str] | None:
     """The no-feature reference's value cells (``cells(step name)``) and step link, from the first of
-    ``steps`` whose record has it (every step of a table has the same training rows); ``None`` when none
+    ``steps`` whose record has most of it (every step of a table has the same training rows); ``None`` when none
     does (runs made before ``equinv eval regress`` recorded it)."""
-    for s in steps:
+    best = None
+    for s in steps:  # the first of the most complete (a probe may cover only some sizes)
         row = cells(s.name)
-        if any(c != DASH for c in row):
-            return row, f"from {_step_link(s)}"
-    return None
+        filled = sum(c != DASH for c in row)
+        if filled and (best is None or filled > best[0]):
+            best = (filled, row, s)
+    return (best[1], f"from {_step_link(best[2])}") if best else None
 
 
 def limited(ctx: Context) -> list[str]:
