@@ -23,7 +23,7 @@ from equinv.errors import InputError, SkipLog
 from equinv.evaluate.descriptors import prepare_input
 from equinv.evaluate.regression import _load
 from equinv.evaluate.sources import build_source
-from equinv.models.regressor import channel_scale
+from equinv.models.regressor import channel_std
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
             except InputError as e:  # e.g. a fresh machine without the (unarchived) MoCo weights
                 print(f"| {name} | skipped: {e} |")
                 continue
-            std = 1.0 / channel_scale([src.maps(x)], src.channels)
+            std = channel_std([src.maps(x)], src.channels)
             print(f"| {name} | {sum(src.channels)} | {std.median():.3g} | {std.min():.3g} | {std.max():.3g} "
                   f"| {std.square().sum().sqrt():.3g} |")
 

@@ -44,6 +44,11 @@ def main() -> None:
     a = p.parse_args()
     records = {r: json.loads((r / "regression.json").read_text()) for r in a.runs}
     first = next(iter(records.values()))
+    sizes = [r["n_train"] for r in first["runs"]]
+    for path, rec in records.items():
+        if [r["n_train"] for r in rec["runs"]] != sizes:
+            raise SystemExit(f"{path}: annotation counts {[r['n_train'] for r in rec['runs']]} differ from "
+                             f"{a.runs[0]}'s {sizes}; give runs made with the same --n-train")
     train = _labels(first["datasets"]["train"], a.data_root)
     tests = {spec: _labels(spec, a.data_root) for spec in first["datasets"]["test"]}
     metric = "iod_error_percent" if train.eyes is not None else "pck"
@@ -64,8 +69,6 @@ def main() -> None:
             cells = []
             for path, rec in records.items():
                 r = rec["runs"][k]
-                if r["n_train"] != run["n_train"]:
-                    raise SystemExit(f"{path}: annotation counts differ from {a.runs[0]}")
                 cell = f"{r['tests'][spec][metric]:.2f}"
                 if i == 0:
                     pred = np.load(path / "predictions.npz")[f"pred_{k}_0"]

@@ -150,11 +150,6 @@ def feature_std(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256
     return channel_std((fs.batch(rows[s : s + batch], "cpu") for s in range(0, len(rows), batch)), channels)
 
 
-def feature_scale(fs: FeatureSet, channels, max_rows: int = 2048, batch: int = 256) -> Tensor:
-    """Per-channel ``1/std`` of ``fs``'s maps over at most ``max_rows`` evenly spaced rows."""
-    return scale_from_std(feature_std(fs, channels, max_rows, batch))
-
-
 @torch.no_grad()
 def live_feature_std(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
                      batch: int = 64) -> Tensor:
@@ -169,12 +164,6 @@ def live_feature_std(source, ds: LandmarkDataset, rows, stats: str, device, max_
     finally:
         source.train(was_training)
     return std
-
-
-def live_feature_scale(source, ds: LandmarkDataset, rows, stats: str, device, max_rows: int = 512,
-                       batch: int = 64) -> Tensor:
-    """:func:`feature_scale` of the source's live maps (fine-tuning: the initial weights)."""
-    return scale_from_std(live_feature_std(source, ds, rows, stats, device, max_rows, batch))
 
 
 def mean_shape(landmarks: Tensor, visible: Tensor) -> Tensor:
@@ -378,7 +367,7 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
 
     ``tile`` repeats the training rows per epoch (the reference's limited-annotation sampler). The model of
     the epoch with the best validation score is returned (the last epoch without ``val``). ``input_scale``:
-    fixed per-channel factors (:func:`feature_scale`) or ``None``.
+    fixed per-channel factors (``scale_from_std(feature_std(...))``) or ``None``.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):

@@ -152,7 +152,8 @@ def test_projected_linear_readout_is_the_log_of_the_softmax_output_up_to_a_const
 def test_finetune_input_scale_matches_the_frozen_scale_and_is_used(tmp_path):
     """Fine-tuning computes ``--input-scale std`` from live maps; it must equal the frozen path's scale."""
     from equinv.evaluate.descriptors import stats_for_kind
-    from equinv.evaluate.regression import extract_features, feature_scale, live_feature_scale
+    from equinv.evaluate.regression import extract_features, feature_std, live_feature_std
+    from equinv.models.regressor import scale_from_std
 
     torch.manual_seed(0)
     proj = Projector((512, 256, 128, 64), dim=8)
@@ -162,8 +163,9 @@ def test_finetune_input_scale_matches_the_frozen_scale_and_is_used(tmp_path):
                           trunk=frozen_trunk("resnet18", None, seed=0))
     ds, kind, eyes = _load(TRAIN, Preprocess(size=96), SkipLog())
     stats = source.stats or stats_for_kind(kind)
-    live = live_feature_scale(source, ds, None, stats, "cpu")
-    frozen = feature_scale(extract_features(ds, source, stats, "cpu", spec=TRAIN, eyes=eyes), source.channels)
+    live = scale_from_std(live_feature_std(source, ds, None, stats, "cpu"))
+    frozen = scale_from_std(feature_std(extract_features(ds, source, stats, "cpu", spec=TRAIN, eyes=eyes),
+                                        source.channels))
     assert live.shape == frozen.shape == (8,)
     # the cached maps are fp16: the two agree to its precision, and the scale is far from 1 (softmax maps)
     assert torch.allclose(live, frozen, rtol=2e-2)
