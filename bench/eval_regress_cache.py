@@ -3,8 +3,8 @@
 Same data, same frozen trunk, same regressor initialisation, optimiser and schedule in both paths:
 
 - cached (as :func:`equinv.evaluate.regression.run_regression` does it): every image goes through the
-  trunk once (:func:`~equinv.evaluate.regression.extract_features`, fp16 per-layer native maps in memory),
-  then :func:`~equinv.evaluate.regression.train_regressor` runs E epochs on the cached maps;
+  trunk once (:func:`~equinv.features.cache.extract_features`, fp16 per-layer native maps in memory),
+  then :func:`~equinv.evaluate.regressor_fit.train_regressor` runs E epochs on the cached maps;
 - recompute (the reference): every epoch, every batch of images is read, centre-cropped, normalised and
   passed through the frozen trunk (eval mode, no grad), then the same regressor step (Adam β1 0.5, cosine
   schedule stepped at the start of each epoch, ``smooth_l1(10·pred, 10·gt)``).
@@ -34,8 +34,9 @@ from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import SkipLog
-from equinv.evaluate.descriptors import prepare_input, stats_for_kind
-from equinv.evaluate.regression import extract_features, normalise_points, regressor_step, train_regressor
+from equinv.evaluate.regressor_fit import regressor_step, train_regressor
+from equinv.features.cache import extract_features, normalise_points
+from equinv.features.stats import prepare_input, stats_for_kind
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 from equinv.models.regressor import KeypointRegressor
 from equinv.runtime import tune_allocator

@@ -1,3 +1,17 @@
-"""equinv: equivariant and invariant learning of object landmark representations."""
+"""equinv: equivariant and invariant learning of object landmark representations.
+
+Use a fitted landmark model from Python::
+
+    import equinv
+    model = equinv.load("models/faces")            # a directory written by `equinv fit`
+    points = model.predict(["a.jpg", "b.png"])     # (N, K, 2), pixels of each image
+"""
 
 __version__ = "0.1.0"
+
+
+def load(model_dir, device="cpu"):
+    """The landmark model ``equinv fit`` saved in ``model_dir`` (a :class:`~equinv.landmarks.model.LandmarkModel`)."""
+    from equinv.landmarks.model import load_model
+
+    return load_model(model_dir, device)

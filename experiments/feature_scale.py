@@ -20,9 +20,10 @@ import torch
 
 from equinv.data.preprocess import Preprocess
 from equinv.errors import InputError, SkipLog
-from equinv.evaluate.descriptors import prepare_input
-from equinv.evaluate.regression import _load
-from equinv.evaluate.sources import build_source
+from equinv.evaluate.regression import load_labelled
+from equinv.features.sources import build_source
+from equinv.features.spec import FeatureSpec
+from equinv.features.stats import prepare_input
 from equinv.models.regressor import channel_std
 
 
@@ -34,22 +35,24 @@ def main() -> None:
     p.add_argument("--n", type=int, default=64, help="images (default 64)")
     a = p.parse_args()
     root = Path(a.run_root) / "faces"
-    ds, _, _ = _load(f"{a.data}{'&' if '?' in a.data else '?'}limit={a.n}", Preprocess(size=96), SkipLog())
+    ds, _ = load_labelled(f"{a.data}{'&' if '?' in a.data else '?'}limit={a.n}", Preprocess(size=96), SkipLog())
     x = prepare_input(ds.__getitems__(list(range(len(ds))))["image"], ds.pre, "face")
     sources = {
-        "hypercolumn": dict(backbone=root / "pretrain"),
-        "projected 64-D": dict(kind="projected", backbone=root / "pretrain", projector=root / "project_d64"),
-        "NMF-64": dict(kind="nmf", backbone=root / "pretrain", parts=root / "parts_nmf64" / "parts.safetensors"),
-        "DVE": dict(backbone=root / "dve"),
-        "random-init hypercolumn": dict(backbone="random"),
+        "hypercolumn": FeatureSpec(backbone=str(root / "pretrain")),
+        "projected 64-D": FeatureSpec("projected", backbone=str(root / "pretrain"),
+                                      projector=str(root / "project_d64")),
+        "NMF-64": FeatureSpec("nmf", backbone=str(root / "pretrain"),
+                              parts=str(root / "parts_nmf64" / "parts.safetensors")),
+        "DVE": FeatureSpec(backbone=str(root / "dve")),
+        "random-init hypercolumn": FeatureSpec(backbone="random"),
     }
     print(f"{len(ds)} images of {a.data}")
     print("| features | channels | channel std: median | min | max | √(Σ variances) |")
     print("|---|---:|---:|---:|---:|---:|")
     with torch.no_grad():
-        for name, kw in sources.items():
+        for name, spec in sources.items():
             try:
-                src = build_source(**kw)
+                src = build_source(spec)
             except InputError as e:  # e.g. a fresh machine without the (unarchived) MoCo weights
                 print(f"| {name} | skipped: {e} |")
                 continue

@@ -23,15 +23,18 @@ import torch
 
 from equinv.data.preprocess import Preprocess
 from equinv.errors import SkipLog
-from equinv.evaluate.regression import _load, _mean_std, evaluate_predictions, label_set, mean_shape
+from equinv.evaluate.metrics import evaluate_predictions
+from equinv.evaluate.regression import load_labelled
+from equinv.evaluate.regressor_fit import mean_shape
+from equinv.features.cache import label_set
+from equinv.records import mean_std
 
 ARCHIVE = Path("experiments/archive/cpu/faces/limited")
 DEFAULT_RUNS = [ARCHIVE / m for m in ("hc", "proj_d64", "dve", "random")]
 
 
 def _labels(spec: str, data_root: str):
-    ds, _, eyes = _load(spec.replace("../shared/data", data_root), Preprocess(size=96), SkipLog())
-    ds.eyes = eyes
+    ds, _ = load_labelled(spec.replace("../shared/data", data_root), Preprocess(size=96), SkipLog())
     return label_set(ds, spec)
 
 
@@ -65,7 +68,7 @@ def main() -> None:
                 rows = slice(None) if rep["train_rows"] is None else torch.tensor(rep["train_rows"])
                 shape = mean_shape(train.landmarks[rows], train.visible[rows])
                 vals.append(evaluate_predictions(shape.expand_as(fs.landmarks).clone(), fs)[metric])
-            m, s = _mean_std(vals)
+            m, s = mean_std(vals)
             cells = []
             for path, rec in records.items():
                 r = rec["runs"][k]

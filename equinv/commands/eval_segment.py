@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from equinv.commands.options import (
+    add_feature_args,
+    add_run_args,
+    feature_spec,
+    n_train_arg,
+    nonneg_float,
+    positive_float,
+    positive_int,
+)
+
 DESCRIPTION = """\
 Train a 1x1 convolution (one logit over per-channel standardised hypercolumn features) on
 foreground masks; report the mean per-image foreground IoU on each test spec (paper appendix E,
@@ -31,16 +41,15 @@ EPILOG = (
 )
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from equinv.commands.evaluate import _n_train
+def run(args: argparse.Namespace) -> int:
+    """Train and evaluate the segmentation head; print one line per entry and test set."""
     from equinv.evaluate.segmentation import SegmentationConfig, run_segmentation
 
     cfg = SegmentationConfig(
-        train=args.train, val=args.val, test=list(args.test), masks=args.masks, backbone=args.backbone,
-        arch=args.arch, layers=args.layers, epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size,
-        n_train=_n_train(args.n_train), repeats=args.repeats, finetune=args.finetune,
-        trunk_lr_mult=args.trunk_lr_mult, seed=args.seed, grid=args.grid, device=args.device,
-        cache_dir=args.cache_dir,
+        train=args.train, val=args.val, test=list(args.test), masks=args.masks, features=feature_spec(args),
+        epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size, n_train=args.n_train,
+        repeats=args.repeats, finetune=args.finetune, trunk_lr_mult=args.trunk_lr_mult, seed=args.seed,
+        device=args.device, cache_dir=args.cache_dir,
     )
 
     def log(entry: dict) -> None:
@@ -50,42 +59,39 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     res = run_segmentation(cfg, args.out, log=log)
     mode = "finetune" if args.finetune else "frozen"
-    for run in res["runs"]:
-        for spec, t in run["tests"].items():
+    for r in res["runs"]:
+        for spec, t in r["tests"].items():
             base = res["baselines"][spec]
-            print(f"n_train {run['n_train']:6d} x{run['repeats']} {mode}  {spec}: IoU {t['iou']:.3f} ± "
+            print(f"n_train {r['n_train']:6d} x{r['repeats']} {mode}  {spec}: IoU {t['iou']:.3f} ± "
                   f"{t['iou_std']:.3f} ({t['n_images']} images; all-foreground {base['all_foreground']:.3f}, "
                   f"mean mask {base['mean_mask']:.3f})")
     print(f"wrote {args.out}/segment.json")
     return 0
 
 
-def add_eval(sub) -> None:
+def register(sub) -> None:
     """Add ``equinv eval segment`` to the eval group."""
     p = sub.add_parser("segment", help="figure-ground segmentation: 1x1 conv on hypercolumns, IoU on test specs",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="random", help="pretraining run dir, weights file, or 'random' (default)")
-    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"])
-    p.add_argument("--layers", type=int, default=4,
-                   help="hypercolumn depth, the reference --layer (4 = conv5..conv2; 1 = conv5 only)")
+    add_feature_args(p, grid="48 (the logit grid)", readout="linear")
     p.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v][&masks=DIR]")
     p.add_argument("--val", default=None, metavar="SPEC", help="validation dataset (epoch with the best IoU kept)")
     p.add_argument("--test", required=True, action="append", metavar="SPEC", help="test dataset (repeatable)")
     p.add_argument("--masks", default=None, metavar="DIR",
                    help="mask folder for every spec (a spec's masks=DIR option wins; synthetic needs none)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs = cosine horizon (default 30)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the head (default 1e-3)")
-    p.add_argument("--wd", type=float, default=0.0, help="weight decay (default 0)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-train", default=None, help="comma list of training-subset sizes, e.g. 1,10,all")
-    p.add_argument("--repeats", type=int, default=1, help="seeded subset draws per --n-train size (mean ± std)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs = cosine horizon (default 30)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate of the head (default 1e-3)")
+    p.add_argument("--wd", type=nonneg_float, default=0.0, help="weight decay (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--n-train", type=n_train_arg, default=[None],
+                   help="comma list of training-subset sizes, e.g. 1,10,all")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="seeded subset draws per --n-train size (mean ± std)")
     p.add_argument("--finetune", action="store_true", help="train the trunk too (no feature cache)")
-    p.add_argument("--trunk-lr-mult", type=float, default=0.1, help="trunk lr = lr x this with --finetune")
-    p.add_argument("--grid", type=int, default=48, help="side of the logit grid (default 48)")
+    p.add_argument("--trunk-lr-mult", type=nonneg_float, default=0.1, help="trunk lr = lr x this with --finetune")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
     p.add_argument("--cache-dir", default=None, help="keep frozen features as .npy memmaps here (reused)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (segment.json, segment_predictions.npz)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(fn=cmd_segment)
+    add_run_args(p)
+    p.set_defaults(fn=run)

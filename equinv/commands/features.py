@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.evaluate.features import DTYPES
+from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, positive_int
+
+#: Stored dtypes (equinv.features.export.DTYPES; kept here so that parsing does not import torch).
+DTYPES = ("float16", "float32", "bfloat16")
 
 
-def cmd_features(args: argparse.Namespace) -> int:
-    from equinv.evaluate.features import export_features
+def run(args: argparse.Namespace) -> int:
+    """Export the features and print the files written."""
+    from equinv.features.export import export_features
 
     res = export_features(
         args.data,
         args.out,
-        backbone=args.backbone,
-        arch=args.arch,
-        size=args.size,
-        layers=args.layers,
+        feature_spec(args),
         normalize_features=args.normalize,
         dtype=args.dtype,
         batch=args.batch,
@@ -24,7 +25,6 @@ def cmd_features(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         max_images=args.max_images,
         device=args.device,
-        seed=args.seed,
         workers=args.workers,
         skip_bad=args.skip_bad,
         progress=not args.quiet,
@@ -42,6 +42,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add ``equinv features``."""
     p = sub.add_parser(
         "features",
         help="export frozen-backbone hypercolumns of every image of a dataset (.npy / .safetensors, streaming)",
@@ -55,25 +56,21 @@ def register(sub) -> None:
         epilog="Example: equinv features --backbone runs/celeba_r18 --arch resnet18 "
         "--data celeba:../shared/data/celeba?split=mafl_test --out feats/mafl_test.safetensors",
     )
-    p.add_argument("--backbone", default="random", help="pretraining run dir, weights file, or 'random' (default)")
-    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50", "resnet50_half"],
-                   help="backbone architecture (default resnet18)")
+    add_feature_args(p, grid="48; 96 for matching", readout="output")
     p.add_argument("--data", required=True, metavar="KIND:PATH",
                    help="dataset as KIND:PATH[?key=value&...]; `equinv data kinds` lists kinds and options")
     p.add_argument("--out", required=True, metavar="FILE", help="FILE.npy or FILE.safetensors")
-    p.add_argument("--size", type=int, default=48, help="dense grid side (default 48; 96 for matching)")
-    p.add_argument("--layers", type=int, default=4, help="hypercolumn depth, the reference --layer (default 4)")
+    deprecated(p, "--size", "--grid", "grid", type=positive_int)
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise each layer block per pixel (the matching descriptor)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float16", help="stored dtype (default float16)")
-    p.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--batch", type=positive_int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--factorised", action=argparse.BooleanOptionalAction, default=None,
                    help="per-tap native-resolution maps (default: yes for .safetensors, no for .npy)")
-    p.add_argument("--image-size", type=int, default=96, help="final view side (default 96)")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images (dataset order)")
-    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--image-size", type=positive_int, default=96, help="final view side (default 96)")
+    p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (dataset order)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init backbone (default 0)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad inputs instead of stopping")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=cmd_features)
+    add_run_args(p)
+    p.set_defaults(fn=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from equinv.commands.options import ARCH_NAMES, deprecated, positive_int
 from equinv.errors import InputError
 
 _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
@@ -12,7 +13,8 @@ _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", 
            "max_images", "seed", "device", "match_batch", "feature_cache_gb", "log_every")
 
 
-def cmd_project(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Train (or --resume) an equivariant projector."""
     from equinv.train.projector import ProjectConfig, train_projector
 
     if args.resume:
@@ -38,6 +40,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add ``equinv project``."""
     p = sub.add_parser(
         "project",
         help="train a feature projector on a frozen hypercolumn (equivariance loss; resumable)",
@@ -50,8 +53,10 @@ def register(sub) -> None:
         "--out runs/proj_r18_d64",
     )
     p.add_argument("--backbone", default=None, help="pretraining run dir, weights file, or 'random' (default)")
-    p.add_argument("--arch", default=None, help="resnet18 (default), resnet34, resnet50, resnet50_half")
-    p.add_argument("--layer", type=int, default=None, help="hypercolumn depth (reference --layer; default 4)")
+    p.add_argument("--arch", choices=ARCH_NAMES, default=None, help="ResNet trunk (default resnet18)")
+    p.add_argument("--layers", dest="layer", type=positive_int, default=None,
+                   help="hypercolumn depth, the reference's --layer (default 4)")
+    deprecated(p, "--layer", "--layers", "layer", type=positive_int)
     p.add_argument("--data", default=None, help="training images; default celeba:../shared/data/celeba?split=not_mafl")
     p.add_argument("--val", default=None,
                    help="labelled validation set for matching (never a test split); default CelebA mafl_train")
@@ -87,4 +92,4 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/project", help="run directory (default runs/project)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN after its last finished epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(fn=cmd_project)
+    p.set_defaults(fn=run)

@@ -9,7 +9,8 @@ from pathlib import Path
 DEFAULT_OUT = "report_compare"
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Write one run's page, or several runs side by side."""
     from equinv.report.compare import compare_runs
     from equinv.report.page import write_run_page
 
@@ -27,6 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add ``equinv report``."""
     p = sub.add_parser(
         "report",
         help="report page of an evaluation run, or several runs side by side (Markdown + HTML)",
@@ -42,4 +44,4 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help=f"directory of the side-by-side page (default with several runs: ./{DEFAULT_OUT})")
     p.add_argument("--names", default=None, help="comma-separated row names, one per RUN_DIR (default: dir names)")
-    p.set_defaults(fn=cmd_report)
+    p.set_defaults(fn=run)

@@ -186,3 +186,14 @@ def final_view(batch: dict, pre: Preprocess) -> dict:
     out["image"] = batch["image"][..., m : m + s, m : m + s]
     out["landmarks"] = torch.where(batch["visible"][..., None], batch["landmarks"] - m, 0.0)
     return out
+
+
+def open_dataset(spec: str, size: int = 96, progress: bool = False, log: SkipLog | None = None) -> LandmarkDataset:
+    """The prepared dataset of ``spec`` at final side ``size`` (canvases cached); an error when it has no image."""
+    from equinv.data.spec import read_index
+
+    ds = LandmarkDataset(read_index(spec, log), Preprocess(size=size))
+    ds.prepare(log, progress=progress)
+    if len(ds) == 0:
+        raise InputError(f"no usable images in {spec}")
+    return ds

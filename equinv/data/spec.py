@@ -89,6 +89,14 @@ def parse_spec(text: str) -> DatasetSpec:
     return DatasetSpec(kind, Path(path).expanduser(), opts)
 
 
+def split_index(text: str) -> tuple[str, int]:
+    """``SPEC#N`` → ``(SPEC, N)`` (one image of a dataset); no ``#N`` suffix → ``(SPEC, 0)``."""
+    head, sep, tail = text.rpartition("#")
+    if sep and tail.strip().lstrip("-").isdigit():
+        return head, int(tail)
+    return text, 0
+
+
 def read_index(spec: str | DatasetSpec, log: SkipLog | None = None, validate: bool = True) -> LandmarkIndex:
     """Read a dataset spec into a :class:`LandmarkIndex`.
 

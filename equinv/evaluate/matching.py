@@ -6,9 +6,8 @@ For pairs of images (A, B) taken in dataset order (0, 1), (2, 3), ...:
   rot 2.5°) on its canvas (136 px for faces), then the centre slice (20 px → 96²):
   view1 = TPS₂∘TPS₁(I), view2 = TPS₁(I) (:func:`~equinv.augment.tps.warp_pair` conventions);
 * source = view1(A); **same** target = view2(A); **different** target = view2(B) (view1(B) unused);
-* descriptors at 96² come from ``descriptor_fn`` (see :func:`hypercolumn_descriptors`,
-  :func:`projector_descriptors`: per-layer L2 normalisation of the bilinear hypercolumn, or the
-  projected vector normalised as a whole);
+* descriptors at 96² come from ``descriptor_fn`` (:func:`equinv.features.descriptors.descriptor_fn` of any
+  source: per-layer L2 normalisation of the bilinear hypercolumn, or a projected vector normalised as a whole);
 * each source landmark is rounded to the nearest 96-grid cell, its descriptor is dotted with every
   target pixel and the argmax (hard nearest neighbour) is the prediction;
 * error = Euclidean distance in the 70×70 DVE frame ``(n + 1)/2·69`` of the normalised coordinates
@@ -27,13 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
-from equinv.evaluate.descriptors import layerwise_normalize
 
 DescriptorFn = Callable[[Tensor], Tensor]
 
@@ -42,24 +39,6 @@ def to_dve70(px: Tensor, size: int) -> Tensor:
     """Pixels of a ``size`` frame → normalised ``2·px/(size − 1) − 1`` → the 70-px DVE frame ``(n+1)/2·69``."""
     n = 2.0 * px / (size - 1) - 1.0
     return (n + 1.0) / 2.0 * 69.0
-
-
-def hypercolumn_descriptors(hypercolumn, size: int = 96) -> DescriptorFn:
-    """Reference matching descriptors: the hypercolumn bilinear at ``size``², each layer L2-normalised."""
-
-    def fn(x: Tensor) -> Tensor:
-        return layerwise_normalize(hypercolumn(x, size), hypercolumn.channels)
-
-    return fn
-
-
-def projector_descriptors(hypercolumn, projector, size: int = 96) -> DescriptorFn:
-    """Projected descriptors at ``size``² (from the factorised maps), L2-normalised as a whole."""
-
-    def fn(x: Tensor) -> Tensor:
-        return F.normalize(projector(hypercolumn.maps(x), size), dim=1)
-
-    return fn
 
 
 def _pair_params(n: int, start: int, seed: int, config) -> tuple[TPSParams, TPSParams]:
@@ -99,7 +78,8 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
 
     Args:
         descriptor_fn: normalised images ``(B, 3, S, S)`` on ``device`` → descriptors ``(B, D, S, S)``
-            (matching is a plain dot product: normalise inside, e.g. :func:`hypercolumn_descriptors`).
+            (matching is a plain dot product: normalise inside, e.g.
+            :func:`~equinv.features.descriptors.descriptor_fn`).
         dataset: a :class:`~equinv.data.dataset.LandmarkDataset` (canvas items; ``dataset.pre`` gives the
             final size and margin).
         n_pairs: number of (A, B) pairs; images ``2i, 2i+1`` of ``indices`` (default: dataset order).

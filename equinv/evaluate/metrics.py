@@ -146,3 +146,36 @@ def paper_pck(pred, gt, visible=None, batch_size: int = 32, alpha: float = 0.05,
         "batch_size": batch_size,
         "threshold_px": thr,
     }
+
+
+def evaluate_predictions(pred: Tensor, labels, *, image_size: int = 96, alpha: float = 0.05, paper: bool = False,
+                         eval_batch_size: int = 32) -> dict:
+    """All metrics of normalised ``(N, K, 2)`` predictions against ``labels`` (``landmarks``, ``visible``, ``eyes``:
+    a :class:`~equinv.features.cache.FeatureSet`).
+
+    IOD error (when the data has eye indices) in normalised coordinates; correct PCK in the
+    ``image_size``-px final view; the reference PCK with ``paper``.
+    """
+    gt, vis = labels.landmarks, labels.visible
+    res: dict = {"n_images": len(gt)}
+    if labels.eyes is not None:
+        res["iod_error_percent"] = float(iod_error(pred, gt, labels.eyes, vis).mean())
+        res["per_landmark"] = torch.nanmean(per_landmark_errors(pred, gt, labels.eyes, vis), 0).tolist()
+    else:
+        res["iod_error_percent"] = None
+    to_px = (image_size - 1) / 2.0
+    p = pck((pred + 1) * to_px, (gt + 1) * to_px, vis, image_size, alpha)
+    res["pck"] = p["pck"]
+    res["pck_per_landmark"] = p["per_landmark"]
+    if labels.eyes is None:
+        res["per_landmark"] = p["per_landmark"]
+    if paper:
+        pp = paper_pck(pred, gt, vis, eval_batch_size, alpha)
+        res["paper_pck"] = pp["pck"]
+        res["paper_pck_per_landmark"] = pp["per_landmark"]
+    return res
+
+
+def score(res: dict) -> float:
+    """Lower is better: the IOD error, or −PCK without eye indices (the validation score of a regressor)."""
+    return res["iod_error_percent"] if res["iod_error_percent"] is not None else -res["pck"]

@@ -19,124 +19,23 @@ their settings as JSON in the file's metadata (and a readable ``.json`` next to 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from equinv.evaluate.descriptors import layerwise_normalize, prepare_input, raw_hypercolumn
-
-METHODS = ("nmf", "pca")
-
-
-@dataclass
-class PartsModel:
-    """A fitted NMF or PCA basis over hypercolumn pixels.
-
-    Attributes:
-        method: ``nmf`` or ``pca``.
-        components: ``(d, D)`` basis (non-negative for NMF; orthonormal rows for PCA).
-        mean: ``(D,)`` subtracted before projecting (zeros for NMF and uncentred PCA).
-        lo, hi: ``(d,)`` colour range of each coefficient (1st / 99th percentile on the fitted pixels).
-        layerwise: hypercolumns were L2-normalised per layer block before fitting.
-        centered: PCA only.
-        meta: free-form settings (arch, taps, size, stats, backbone, ...), saved as JSON.
-    """
-
-    method: str
-    components: Tensor
-    mean: Tensor
-    lo: Tensor
-    hi: Tensor
-    layerwise: bool = True
-    centered: bool = True
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def dim(self) -> int:
-        return int(self.components.shape[0])
-
-    def to(self, device) -> PartsModel:
-        for name in ("components", "mean", "lo", "hi"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-    # -- projection ---------------------------------------------------------------------------------
-    def transform(self, x: Tensor, iters: int = 100) -> Tensor:
-        """Pixels ``(N, D)`` → coefficients ``(N, d)``."""
-        c = self.components.to(x.device, torch.float32)
-        x = x.float()
-        if self.method == "pca":
-            return (x - self.mean.to(x.device)) @ c.T
-        return nnls_coefficients(x.clamp_min(0), c, iters)
-
-    def transform_maps(self, h: Tensor, iters: int = 100) -> Tensor:
-        """Hypercolumns ``(B, D, S, S)`` (normalised as at fit time) → ``(B, d, S, S)``."""
-        b, dd, s1, s2 = h.shape
-        y = self.transform(h.permute(0, 2, 3, 1).reshape(-1, dd), iters)
-        return y.reshape(b, s1, s2, -1).permute(0, 3, 1, 2).contiguous()
-
-    def scaled(self, coeffs: Tensor) -> Tensor:
-        """Coefficients ``(B, d, S, S)`` → [0, 1] with the fitted per-component colour range."""
-        lo = self.lo.to(coeffs.device)[None, :, None, None]
-        hi = self.hi.to(coeffs.device)[None, :, None, None]
-        return ((coeffs - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
-
-    # -- persistence --------------------------------------------------------------------------------
-    def settings(self) -> dict:
-        return {"method": self.method, "dim": self.dim, "layerwise": self.layerwise, "centered": self.centered,
-                "in_dim": int(self.components.shape[1]), **self.meta}
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (``.safetensors``) and a readable ``.json`` next to it."""
-        p = Path(path)
-        if p.suffix != ".safetensors":
-            p = p.with_suffix(".safetensors")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: getattr(self, k).detach().float().cpu().contiguous() for k in ("components", "mean", "lo", "hi")}
-        info = self.settings()
-        save_file(tensors, str(p), metadata={"equinv_parts": json.dumps(info)})
-        p.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
-        return p
-
-    @classmethod
-    def load(cls, path: str | Path) -> PartsModel:
-        from equinv.errors import InputError
-
-        p = Path(path)
-        if p.is_dir():
-            p = p / "parts.safetensors"
-        if not p.exists():
-            raise InputError("no such parts model", p)
-        from safetensors import safe_open
-
-        with safe_open(str(p), framework="pt") as f:
-            md = f.metadata() or {}
-        if "equinv_parts" not in md:
-            raise InputError("not an equinv parts model (no equinv_parts metadata)", p)
-        info = json.loads(md["equinv_parts"])
-        t = load_file(str(p))
-        meta = {k: v for k, v in info.items() if k not in ("method", "dim", "layerwise", "centered", "in_dim")}
-        return cls(info["method"], t["components"], t["mean"], t["lo"], t["hi"], bool(info["layerwise"]),
-                   bool(info["centered"]), meta)
+from equinv.errors import InputError
+from equinv.features.descriptors import dense_features, descriptor_maps
+from equinv.features.spec import FeatureSpec
+from equinv.features.stats import prepare_input
+from equinv.models.parts import PartsModel
 
 
-def nnls_coefficients(x: Tensor, h: Tensor, iters: int = 100, eps: float = 1e-10) -> Tensor:
-    """``argmin_{w ≥ 0} |x − w·h|²`` for every row of ``x`` ``(N, D)`` with ``h`` ``(d, D)`` fixed.
-
-    Multiplicative updates (Lee & Seung) from a clipped least-squares start; ``h`` and ``x`` non-negative.
-    """
-    hht = h @ h.T  # (d, d)
-    xht = x @ h.T  # (N, d)
-    w = (xht @ torch.linalg.pinv(hht)).clamp_min(0) + 1e-4
-    for _ in range(iters):
-        w = w * xht / (w @ hht + eps)
-    return w
-
+def _hypercolumns(hypercolumn, x: Tensor, size: int, layerwise: bool) -> Tensor:
+    """``(B, D, size, size)`` hypercolumns, L2-normalised per layer block when ``layerwise``."""
+    return descriptor_maps(hypercolumn, x, size, True) if layerwise else dense_features(hypercolumn, x, size)
 
 @torch.no_grad()
 def sample_pixels(hypercolumn, images: Tensor, *, pre=None, stats: str = "face", size: int = 48,
@@ -156,10 +55,7 @@ def sample_pixels(hypercolumn, images: Tensor, *, pre=None, stats: str = "face",
         device = p.device if p is not None else torch.device("cpu")
     for i in range(0, n, batch):
         x = prepare_input(images[i : i + batch], pre, stats, device)
-        h = raw_hypercolumn(hypercolumn, x, size)
-        if layerwise:
-            h = layerwise_normalize(h, hypercolumn.channels)
-        flat = h.flatten(2)  # (b, D, S²)
+        flat = _hypercolumns(hypercolumn, x, size, layerwise).flatten(2)  # (b, D, S²)
         for j in range(flat.shape[0]):
             idx = torch.randperm(size * size, generator=g)[: per[i + j]].to(flat.device)
             out.append(flat[j][:, idx].T.float().cpu())
@@ -222,13 +118,83 @@ def part_coefficients(model: PartsModel, hypercolumn, images: Tensor, *, pre=Non
     out = []
     for i in range(0, images.shape[0], batch):
         x = prepare_input(images[i : i + batch], pre, stats, device)
-        h = raw_hypercolumn(hypercolumn, x, size)
-        if model.layerwise:
-            h = layerwise_normalize(h, hypercolumn.channels)
-        out.append(model.transform_maps(h).cpu())
+        out.append(model.transform_maps(_hypercolumns(hypercolumn, x, size, model.layerwise)).cpu())
     return torch.cat(out)
 
 
 def part_labels(coeffs: Tensor) -> Tensor:
     """Argmax component per pixel ``(B, S, S)`` of coefficient maps ``(B, d, S, S)``."""
     return coeffs.argmax(1)
+
+
+@dataclass
+class PartsConfig:
+    """What ``equinv parts`` does: see the command's ``--help``."""
+
+    data: str
+    features: FeatureSpec = FeatureSpec()
+    method: str = "nmf"
+    dim: int = 8
+    uncentered: bool = False
+    whole_norm: bool = False
+    image_size: int = 96
+    max_images: int | None = 64
+    max_pixels: int = 20000
+    n_figure: int = 8
+    cell: int = 96
+    cols: int = 4
+    seed: int = 0
+    device: str | None = None
+    progress: bool = False
+
+
+def run_parts(cfg: PartsConfig, out: str | Path) -> dict:
+    """Fit NMF parts or PCA maps on a seeded subset of ``cfg.data``'s hypercolumn pixels; save the model
+    (``out/parts.safetensors`` + ``.json``), draw the maps (``out/parts.png`` or ``out/pca.png``) and write
+    ``out/summary.json``; returns the summary."""
+    from equinv.data.dataset import open_dataset
+    from equinv.evaluate.protocol import pick_device
+    from equinv.features.sources import build_source
+    from equinv.features.stats import stats_for_kind
+    from equinv.records import write_json
+
+    if cfg.dim < 1:
+        raise InputError(f"--dim must be positive, got {cfg.dim}")
+    out, dev = Path(out), pick_device(cfg.device)
+    ds = open_dataset(cfg.data, cfg.image_size, progress=cfg.progress)
+    n = len(ds) if cfg.max_images is None else min(len(ds), cfg.max_images)
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.sort(rng.choice(len(ds), size=n, replace=False)) if n < len(ds) else np.arange(n)
+    batch = ds.__getitems__(idx.tolist())
+    hc = build_source(cfg.features.with_defaults(grid=48), dev)
+    spec = hc.spec
+    if spec.source != "hypercolumn":
+        raise InputError(f"parts are fitted on hypercolumns, not on a {spec.source} source")
+    stats = spec.stats or stats_for_kind(ds.index.kind)
+    layerwise = not cfg.whole_norm
+    x = sample_pixels(hc, batch["image"], pre=ds.pre, stats=stats, size=spec.grid, layerwise=layerwise,
+                      max_pixels=cfg.max_pixels, seed=cfg.seed, device=dev)
+    meta = {"arch": spec.arch, "backbone": spec.backbone, "layer": spec.layers, "taps": list(hc.taps),
+            "channels": list(hc.channels), "grid": spec.grid, "stats": stats, "data": cfg.data, "n_images": int(n),
+            "n_pixels": int(x.shape[0]), "seed": cfg.seed, "features": spec.as_dict()}
+    model = fit_parts(x, cfg.method, cfg.dim, centered=not cfg.uncentered, seed=cfg.seed, layerwise=layerwise,
+                      meta=meta)
+    path = model.save(out / "parts.safetensors")
+    fig = _draw_parts(cfg, out, model, hc, batch["image"][: min(n, cfg.n_figure)], ds.pre, stats, spec.grid, dev)
+    info = {"model": str(path), "figure": str(fig), **model.settings()}
+    write_json(out / "summary.json", info, indent=1)
+    return info
+
+
+def _draw_parts(cfg: PartsConfig, out: Path, model: PartsModel, hc, images: Tensor, pre, stats: str, grid: int,
+                dev) -> Path:
+    """The part map figure (NMF: argmax part per pixel) or the PCA figure of ``images``."""
+    from equinv.viz.maps import parts_figure, pca_figure
+
+    coeffs = part_coefficients(model.to(dev), hc, images, pre=pre, stats=stats, size=grid, device=dev)
+    m, s = pre.margin, pre.size
+    views = images[:, :, m : m + s, m : m + s]
+    if cfg.method == "pca":
+        return pca_figure(views, model.scaled(coeffs)[:, :3], out / "pca.png", cell=cfg.cell)
+    return parts_figure(views, part_labels(coeffs), out / "parts.png", cell=cfg.cell, cols=cfg.cols,
+                        strength=model.scaled(coeffs).amax(1))

@@ -206,7 +206,7 @@ class _Builder:
                 ("random", "random", [], [], f"random-init {self.arch} hypercolumn", {}),
                 ("dve", self.d("faces", "dve"), [], ["faces_dve"], f"DVE {f['dve']['arch']} (same wall-clock)", {})]
         for dim in f["project"]["dims"]:
-            rows.append((f"proj_d{dim}", P, ["--descriptor", "projected", "--projector",
+            rows.append((f"proj_d{dim}", P, ["--source", "projected", "--projector",
                                              self.d("faces", f"project_d{dim}")],
                          ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D", {"dim": dim}))
         for name, backbone, extra, deps, label, meta in rows:

@@ -1,5 +1,1 @@
-"""Losses as plain functions of tensors."""
-
-from equinv.losses.infonce import info_nce
-
-__all__ = ["info_nce"]
+"""Losses as plain functions of tensors: InfoNCE, the equivariance losses (reference and paper), DVE."""

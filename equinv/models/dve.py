@@ -164,6 +164,25 @@ def save_dve(model: nn.Module, path: str | Path, arch: str, **extra) -> Path:
     return path
 
 
+def is_dve_weights(path: str | Path | None) -> bool:
+    """Whether ``path`` is a DVE run dir (it holds ``descriptor.safetensors``) or a DVE weights file.
+
+    A file that is not readable safetensors is not DVE weights (whoever loads it says what is wrong).
+    """
+    if path in (None, "", "random"):
+        return False
+    p = Path(path)
+    if p.is_dir():
+        return (p / "descriptor.safetensors").is_file()
+    if p.suffix != ".safetensors" or not p.is_file():
+        return False
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return "equinv_dve" in (f.metadata() or {})
+    except Exception:  # safetensors raises its own error types for a bad header
+        return False
+
+
 def load_dve(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a network written by :func:`save_dve`; returns ``(model in eval mode, metadata)``."""
     path = Path(path)

@@ -72,6 +72,9 @@ class Hypercolumn(nn.Module):
     materialised ``(B, dim, size, size)`` hypercolumn.
     """
 
+    #: Input statistics the source imposes (``None``: the dataset kind decides, see ``equinv.features.stats``).
+    stats: str | None = None
+
     def __init__(self, trunk: nn.Module, taps: Sequence[str] = reference_taps(4), size: int = 48,
                  normalize: bool = False):
         super().__init__()

@@ -70,3 +70,10 @@ class Projector(nn.Module):
     def extra_repr(self) -> str:
         mul = f", softargmax_mul={self.softargmax_mul}" if self.mode == "softmax" else ""
         return f"in={sum(self.channels)}, dim={self.dim}, mode={self.mode}{mul}"
+
+
+def load_projector(path, device="cpu"):
+    """A trained projector (run dir → its best checkpoint, or a checkpoint file) and its config dict."""
+    from equinv.train.projector import load_projector as _load  # TEMPORARY: moves here with the engine branch
+
+    return _load(path, device)

@@ -60,6 +60,19 @@ def soft_argmax(maps: Tensor, mul: float = 100.0) -> Tensor:
     return torch.stack([x, y], dim=-1)
 
 
+def soft_argmax_moments(maps: Tensor, mul: float = 100.0) -> tuple[Tensor, Tensor]:
+    """Mean and variance of (x, y) under ``softmax(mul · map)``: two ``(B, N, 2)`` tensors (see :func:`soft_argmax`)."""
+    b, n, h, w = maps.shape
+    p = F.softmax(mul * maps.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+    px, py = p.sum(2), p.sum(3)
+    mass = px.sum(-1)
+    mean = torch.stack([(px * xs).sum(-1) / mass, (py * ys).sum(-1) / mass], dim=-1)  # as soft_argmax
+    second = torch.stack([(px * xs.square()).sum(-1) / mass, (py * ys.square()).sum(-1) / mass], dim=-1)
+    return mean, (second - mean.square()).clamp_min(0)
+
+
 class KeypointRegressor(nn.Module):
     """``IntermediateKeypointPredictor`` of the reference, evaluated factorised by layer.
 
@@ -83,7 +96,8 @@ class KeypointRegressor(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int] | int, n_landmarks: int, n_heatmaps: int = 50,
-                 softargmax_mul: float = 100.0, init_std: float = 1.0, input_scale: Tensor | None = None):
+                 softargmax_mul: float = 100.0, init_std: float = 1.0, input_scale: Tensor | None = None,
+                 bias: bool = False):
         super().__init__()
         self.init_std = float(init_std)
         channels = (channels,) if isinstance(channels, int) else tuple(channels)
@@ -95,7 +109,7 @@ class KeypointRegressor(nn.Module):
         self.n_landmarks, self.n_heatmaps, self.softargmax_mul = n_landmarks, n_heatmaps, float(softargmax_mul)
         self.heatmaps = FactorisedConv1x1(channels, n_landmarks * n_heatmaps, bias=False)
         self.regressor = nn.Conv2d(2 * n_landmarks * n_heatmaps, 2 * n_landmarks, kernel_size=1,
-                                   groups=n_landmarks, bias=False)
+                                   groups=n_landmarks, bias=bias)
         self.reset_parameters()
 
     @property
@@ -108,6 +122,19 @@ class KeypointRegressor(nn.Module):
         # nn.Linear.reset_parameters: kaiming_uniform_(a=√5) with fan_in 2·nI = U(±1/√(2·nI)); the grouped
         # conv weight (2K, 2·nI, 1, 1) has the same fan_in, so this is each group's Linear init.
         nn.init.kaiming_uniform_(self.regressor.weight, a=math.sqrt(5))
+
+    @torch.no_grad()
+    def anchor_to(self, shape: Tensor) -> None:
+        """Start from ``shape`` ``(K, 2)`` (normalised): the output is ``shape`` until the heat-maps are learnt.
+
+        The grouped linear map starts at zero and its bias (``bias=True``) at ``shape``, so training moves the
+        prediction away from the mean training shape only as far as the features justify (an equinv option
+        for short runs and few labels; the reference has no bias and a random linear map).
+        """
+        if self.regressor.bias is None:
+            raise ValueError("anchor_to needs a regressor built with bias=True")
+        self.regressor.weight.zero_()
+        self.regressor.bias.copy_(shape.reshape(-1).to(self.regressor.bias))
 
     def intermediate(self, heatmaps: Tensor) -> Tensor:
         """``(B, K·nI, H, W)`` heat-maps → ``(B, K·nI, 2)`` soft-argmax points in [-1, 1]."""
@@ -129,6 +156,22 @@ class KeypointRegressor(nn.Module):
         if torch.is_tensor(maps):
             maps = [maps]
         return self._regress(self.heatmaps(self._scaled(maps), size))
+
+    def forward_with_spread(self, maps: Sequence[Tensor] | Tensor, size: int = 48) -> tuple[Tensor, Tensor]:
+        """``(B, K, 2)`` points and ``(B, K)`` their spread in normalised units.
+
+        The spread is ``sqrt(Var x + Var y)`` of the output when each intermediate point varies as its heat-map's
+        softmax distribution does, independently: ``Var out = Σ_i w_i² Var p_i`` through the grouped linear
+        map. A sharp, consistent set of heat-maps gives a small spread; diffuse ones a large one.
+        """
+        if torch.is_tensor(maps):
+            maps = [maps]
+        mean, var = soft_argmax_moments(self.heatmaps(self._scaled(maps), size), self.softargmax_mul)
+        b, k, ni = mean.shape[0], self.n_landmarks, self.n_heatmaps
+        pts = self.regressor(mean.reshape(b, -1, 1, 1)).reshape(b, k, 2)
+        w2 = self.regressor.weight.reshape(k, 2, ni, 2).square()  # [landmark, out (x, y), heat-map, in (x, y)]
+        out_var = torch.einsum("koic,bkic->bko", w2, var.reshape(b, k, ni, 2))
+        return pts, out_var.sum(-1).sqrt()
 
     def forward_dense(self, hypercolumn: Tensor) -> Tensor:
         if self.input_scale is not None:

@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from equinv.errors import InputError
+from equinv.records import N_SHOW
 
 #: Record files an evaluation directory may hold, by kind.
 RECORD_FILES = {"regression": "regression.json", "match": "match.json", "segment": "segment.json"}
-#: Test images drawn per figure.
-N_SHOW = 16
-
 
 # ----------------------------------------------------------------------------- formatting
 def fmt(v, digits: int = 2) -> str:
@@ -299,13 +297,14 @@ def n_key(run: dict) -> str:
 
 
 def model_summary(run: RunRecords) -> dict:
-    """``backbone``, ``arch``, ``descriptor`` (regression ``source`` / match ``descriptor``) of a run."""
+    """``backbone``, ``arch``, ``descriptor`` (the feature source's kind) of a run."""
     out = {"backbone": None, "arch": None, "descriptor": None}
     for _, rec in run.records():
         cfg = rec.get("config") or {}
-        out["backbone"] = out["backbone"] or cfg.get("backbone")
-        out["arch"] = out["arch"] or cfg.get("arch")
-        out["descriptor"] = out["descriptor"] or cfg.get("descriptor") or cfg.get("source")
+        feats = cfg.get("features") or {}  # records of equinv ≥ 0.2 describe the source there
+        out["backbone"] = out["backbone"] or feats.get("backbone") or cfg.get("backbone")
+        out["arch"] = out["arch"] or cfg.get("dve_arch") or feats.get("arch") or cfg.get("arch")
+        out["descriptor"] = out["descriptor"] or feats.get("source") or cfg.get("descriptor") or cfg.get("source")
     return out
 
 
@@ -319,43 +318,15 @@ def short_path(p) -> str:
 
 
 # ----------------------------------------------------------------------------- test images
-def load_view_images(spec: str, n: int, size: int = 96, gt: np.ndarray | None = None,
-                     visible: np.ndarray | None = None) -> tuple[np.ndarray | None, str | None]:
-    """The first ``n`` final views ``(n, size, size, 3)`` uint8 of ``spec``, or ``(None, why not)``.
-
-    With ``gt`` (normalised ``[-1, 1]``) and ``visible`` the images' landmarks must match the saved ground
-    truth, so a dataset that changed since the evaluation is not drawn under someone else's points.
-    """
-    try:
-        from equinv.data.dataset import LandmarkDataset, final_view
-        from equinv.data.preprocess import Preprocess
-        from equinv.data.spec import read_index
-
-        try:  # segmentation specs may carry a masks=DIR option, which is not the image reader's
-            from equinv.data.masks import split_masks_option
-
-            spec_read = split_masks_option(spec)[0]
-        except ImportError:
-            spec_read = spec
-        ds = LandmarkDataset(read_index(spec_read), Preprocess(size=size))
-        m = min(n, len(ds))
-        if m == 0:
-            return None, f"{spec} has no images now"
-        view = final_view(ds.__getitems__(list(range(m))), ds.pre)
-    except Exception as e:  # a dataset that moved or broke only costs the figure, never the report
-        msg = str(e).splitlines()[0] if str(e) else ""
-        return None, f"the test images of {spec} are not readable ({type(e).__name__}: {msg})"
-    images = view["image"].permute(0, 2, 3, 1).numpy()
-    if gt is not None:
-        lm = 2.0 * view["landmarks"].float().numpy() / (size - 1) - 1.0
-        vis = view["visible"].numpy()
-        g = np.asarray(gt)[:m]
-        v = vis if visible is None else np.asarray(visible, bool)[:m]
-        if m < min(n, len(gt)) or g.shape != lm.shape or not np.array_equal(v, vis) \
-                or not np.allclose(lm[vis], g[vis], atol=2e-3):
-            return None, (f"the images of {spec} no longer match the saved ground truth (dataset changed since "
-                          "the evaluation?)")
-    return images, None
+def saved_views(z: dict, j: int, n: int) -> tuple[np.ndarray | None, str | None]:
+    """The first ``n`` test views ``(n, S, S, 3)`` uint8 of test set ``j`` that the evaluation saved, or
+    ``(None, why not)``: pages draw what the evaluation kept, never re-read a dataset."""
+    images = z.get(f"images_{j}")
+    if images is None:
+        return None, "the evaluation saved no test images (a record of equinv < 0.2)"
+    if len(images) < n:
+        return None, f"the evaluation saved {len(images)} test images for {n} predictions"
+    return np.asarray(images[:n]), None
 
 
 def _to_px(p: np.ndarray, size: int) -> np.ndarray:
@@ -536,7 +507,7 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
         entries = [i for i in _figure_entries(runs) if f"pred_{i}_{j}" in z]
         if not entries:
             continue
-        images, why = load_view_images(spec, len(gt), size, gt, vis)
+        images, why = saved_views(z, j, len(gt))
         if images is None:
             page.add(Text(f"{why}; image figures skipped", note=True))
             continue
@@ -579,12 +550,10 @@ def _match_section(page: Page, rec: dict) -> None:
 
 
 def _segment_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> None:
-    cfg = rec.get("config") or {}
     runs = rec.get("runs") or [{"n_train": rec.get("n_train"), "repeats": rec.get("repeats", 1),
                                 "tests": {s: {"iou": rec.get("iou"), "iou_std": rec.get("std")}
                                           for s in test_specs(rec, [])[:1]}}]
     specs = test_specs(rec, runs)
-    size = int(cfg.get("image_size") or 96)
     page.add(Heading(2, "Figure-ground segmentation"))
     ds = rec.get("datasets")
     page.add(Text(f"datasets: {_datasets_text(ds)}."))
@@ -614,7 +583,7 @@ def _segment_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> None:
         entries = [i for i in _figure_entries(runs) if f"mask_pred_{i}_{j}" in z]
         if not entries:
             continue
-        images, why = load_view_images(spec, len(gt), size)
+        images, why = saved_views(z, j, len(gt))
         if images is not None and images.shape[1:3] != gt.shape[1:3]:
             images, why = None, f"the images of {spec} are not {gt.shape[1]} px as the saved masks"
         if images is None:

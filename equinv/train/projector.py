@@ -44,7 +44,9 @@ from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import InputError, SkipLog
-from equinv.evaluate.matching import match_errors, projector_descriptors
+from equinv.evaluate.matching import match_errors
+from equinv.features.descriptors import descriptor_fn
+from equinv.features.sources import ProjectedSource
 from equinv.losses.equivariance import paper_equivariance_loss, reference_equivariance_loss, warp_targets
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 from equinv.models.projector import Projector
@@ -290,7 +292,8 @@ def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = T
         bar.close()
         train_s = time.perf_counter() - t0
         proj.eval()
-        res = match_errors(projector_descriptors(hc, proj, cfg.size), val_ds, n_pairs=cfg.val_pairs,
+        descriptors = descriptor_fn(ProjectedSource(hc, proj, cfg.size, "output"), cfg.size)
+        res = match_errors(descriptors, val_ds, n_pairs=cfg.val_pairs,
                            seed=cfg.val_seed, batch=cfg.match_batch, indices=val_idx, device=device,
                            progress=progress)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "train_s": train_s, "val": res}

@@ -13,7 +13,8 @@ from equinv.cli import main
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
-from equinv.evaluate.features import export_features
+from equinv.features.export import export_features
+from equinv.features.spec import FeatureSpec
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
 
 SPEC = "synthetic:6?size=64"
@@ -33,7 +34,7 @@ def _reference(size: int, normalize_layers: bool) -> tuple[torch.Tensor, list[to
 
 
 def test_dense_npy_matches_hypercolumn(tmp_path):
-    res = export_features(SPEC, tmp_path / "f.npy", size=24, dtype="float32", batch=4, progress=False,
+    res = export_features(SPEC, tmp_path / "f.npy", FeatureSpec(grid=24), dtype="float32", batch=4, progress=False,
                           normalize_features=True)
     arr = np.load(res.files[next(iter(res.files))], mmap_mode="r")
     dense, _ = _reference(24, True)

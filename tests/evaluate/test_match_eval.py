@@ -2,7 +2,9 @@ import json
 
 import pytest
 
+from equinv.errors import InputError
 from equinv.evaluate.match_eval import eval_match
+from equinv.features.spec import FeatureSpec
 
 
 def test_eval_match_writes_record(tmp_path):
@@ -17,8 +19,8 @@ def test_eval_match_writes_record(tmp_path):
 
 
 def test_eval_match_needs_its_model():
-    with pytest.raises(ValueError, match="--projector"):
-        eval_match("synthetic:4?size=64", pairs=1, progress=False, descriptor="projected")
+    with pytest.raises(InputError, match="--projector"):
+        eval_match("synthetic:4?size=64", FeatureSpec("projected"), pairs=1, progress=False)
 
 
 def test_cli_eval_match_with_a_dve_network(tmp_path, capsys):

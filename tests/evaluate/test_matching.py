@@ -7,7 +7,8 @@ from equinv.augment.tps import TPSConfig
 from equinv.data.dataset import LandmarkDataset
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
-from equinv.evaluate.matching import layerwise_normalize, match_errors, to_dve70
+from equinv.evaluate.matching import match_errors, to_dve70
+from equinv.features.sources import layerwise_normalize
 
 IDENTITY = TPSConfig(0.0, 0.0, 0.0, 0.0, 0.0)
 
@@ -68,13 +69,13 @@ def test_layerwise_normalize():
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_hypercolumn_matching_on_mafl(shared_data):
-    from equinv.evaluate.matching import hypercolumn_descriptors
+    from equinv.features.descriptors import descriptor_fn
     from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
 
     ds = LandmarkDataset(read_index(f"celeba:{shared_data / 'celeba'}?split=mafl_test"), Preprocess(size=96))
     ds.prepare(progress=False)
     hc = Hypercolumn(frozen_trunk("resnet18", None, seed=0))
-    r = match_errors(hypercolumn_descriptors(hc, 96), ds, n_pairs=6, batch=3, progress=False)
+    r = match_errors(descriptor_fn(hc, 96), ds, n_pairs=6, batch=3, progress=False)
     assert r["n_same"] > 20 and r["n_diff"] > 20
     # even random conv features match a slightly warped copy of the same face far better than another face
     assert r["match_error_same"] < 5.0 < r["match_error_diff"]

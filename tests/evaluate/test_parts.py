@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from equinv.cli import main
-from equinv.evaluate.descriptors import DescriptorSpec, describe
 from equinv.evaluate.parts import PartsModel, fit_nmf, fit_parts, fit_pca, part_labels, sample_pixels
+from equinv.features.descriptors import describe
+from equinv.features.sources import NMFSource
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 
 
@@ -63,10 +64,10 @@ def test_sampling_is_bounded_and_nmf_descriptors_unit_norm():
     x = sample_pixels(hc, imgs, size=16, max_pixels=150, seed=0)
     assert x.shape == (150, hc.dim) and (x >= 0).all()
     m = fit_parts(x, "nmf", 5, seed=0)
-    d = describe(imgs, hc, DescriptorSpec("nmf", size=16), parts=m)
+    d = describe(imgs, NMFSource(hc, m, 16), 16)
     assert d.shape == (3, 5, 16, 16)
     assert torch.allclose(d.norm(dim=1), torch.ones(3, 16, 16), atol=1e-4)
-    h = describe(imgs[:1], hc, DescriptorSpec("hypercolumn", size=16))
+    h = describe(imgs[:1], hc, 16)
     assert h.shape == (1, hc.dim, 16, 16)
     assert torch.allclose(h[:, :512].norm(dim=1), torch.ones(1, 16, 16), atol=1e-4)  # conv5 block
 

@@ -9,7 +9,9 @@ import torch
 
 from equinv.errors import InputError
 from equinv.evaluate.metrics import iod_error
-from equinv.evaluate.regression import RegressionConfig, default_hparams, run_regression
+from equinv.evaluate.regression import RegressionConfig, run_regression
+from equinv.evaluate.regressor_fit import default_hparams
+from equinv.features.spec import FeatureSpec
 from equinv.models.hypercolumn import frozen_trunk
 
 TRAIN = "synthetic:48?size=64"
@@ -27,13 +29,13 @@ def test_regressor_learns_and_backbone_runs_once_per_image(tmp_path):
     seen = _count_images(trunk)
     epochs = 30
     cfg = RegressionConfig(train=TRAIN, test=[TEST, TRAIN], epochs=epochs, lr=3e-2, wd=5e-4, device="cpu",
-                           grid=24, n_heatmaps=10, seed=0)
+                           features=FeatureSpec(grid=24), n_heatmaps=10, seed=0)
     losses = []
     res = run_regression(cfg, tmp_path, trunk=trunk, log=lambda e: losses.append(e["loss"]))
-    # features are computed once: 48 train + 16 test + 48 (train spec again as a test) images, plus the
-    # 1-image shape probe per dataset, and never again during the epochs
-    assert res["backbone_images"] == 48 + 16 + 48
-    assert seen[0] == 48 + 16 + 48 + 3
+    # features are computed once per dataset: 48 train + 16 test images (the train spec again as a test reuses
+    # its features), plus the 1-image shape probe per dataset, and never again during the epochs
+    assert res["backbone_images"] == 48 + 16
+    assert seen[0] == 48 + 16 + 2
     assert len(losses) == epochs
     assert losses[-1] < 0.8 * losses[0]
     # the fitted regressor beats the mean shape on the images it was trained on
@@ -59,8 +61,8 @@ def test_subsets_repeats_and_memmap_cache(tmp_path):
     trunk = frozen_trunk("resnet18", None, seed=0)
     seen = _count_images(trunk)
     cfg = RegressionConfig(train="synthetic:12?size=64", test=["synthetic:4?size=64&seed=1"], epochs=2,
-                           n_train=[2, 4], repeats=2, device="cpu", grid=12, n_heatmaps=2, tile_to=8,
-                           cache_dir=str(tmp_path / "cache"), paper_pck=True)
+                           n_train=[2, 4], repeats=2, device="cpu", features=FeatureSpec(grid=12), n_heatmaps=2,
+                           tile_to=8, cache_dir=str(tmp_path / "cache"), paper_pck=True)
     res = run_regression(cfg, trunk=trunk)
     assert seen[0] == 12 + 4 + 2
     assert [r["n_train"] for r in res["runs"]] == [2, 4]
@@ -112,8 +114,8 @@ def test_random_backbone_regressor_reaches_a_low_held_out_error_on_synthetic_fac
     function class: only the logits' scale (equivalently the heat-map weights' init and step size) differs.
     """
     train, test = "synthetic:512?size=64&clutter=0", "synthetic:64?size=64&clutter=0&seed=1"
-    cfg = RegressionConfig(train=train, test=[test], epochs=30, lr=3e-2, wd=5e-4, n_heatmaps=10, grid=24,
-                           softargmax_mul=3.0, device="cpu", seed=0)
+    cfg = RegressionConfig(train=train, test=[test], epochs=30, lr=3e-2, wd=5e-4, n_heatmaps=10,
+                           features=FeatureSpec(grid=24), softargmax_mul=3.0, device="cpu", seed=0)
     res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
     baseline = _mean_shape_iod(train, test)
     err = res["iod_error_percent"]
@@ -127,7 +129,7 @@ def test_mean_shape_reference_uses_the_same_training_rows():
     from equinv.data.dataset import LandmarkDataset
     from equinv.data.preprocess import Preprocess
     from equinv.data.spec import read_index
-    from equinv.evaluate.regression import mean_shape
+    from equinv.evaluate.regressor_fit import mean_shape
 
     lm = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[2.0, 2.0], [9.0, 9.0]]])
     vis = torch.tensor([[True, True], [True, False]])
@@ -135,8 +137,8 @@ def test_mean_shape_reference_uses_the_same_training_rows():
     assert torch.equal(mean_shape(lm, torch.zeros(2, 2, dtype=torch.bool)), torch.zeros(2, 2))
 
     train, test = "synthetic:12?size=64", "synthetic:4?size=64&seed=1"
-    cfg = RegressionConfig(train=train, test=[test], epochs=1, n_train=[None, 2], repeats=2, device="cpu", grid=12,
-                           n_heatmaps=2, tile_to=8)
+    cfg = RegressionConfig(train=train, test=[test], epochs=1, n_train=[None, 2], repeats=2, device="cpu",
+                           features=FeatureSpec(grid=12), n_heatmaps=2, tile_to=8)
     res = run_regression(cfg, trunk=frozen_trunk("resnet18", None, seed=0))
     full, few = res["runs"]
     assert full["tests"][test]["mean_shape_iod_error_percent"] == pytest.approx(_mean_shape_iod(train, test), rel=1e-3)
@@ -153,7 +155,7 @@ def test_mean_shape_reference_uses_the_same_training_rows():
 
 
 def test_fan_in_heatmap_init_is_resolved_from_the_training_features(tmp_path):
-    from equinv.evaluate.regression import resolve_heatmap_init
+    from equinv.evaluate.regressor_fit import resolve_heatmap_init
 
     assert resolve_heatmap_init("fan-in") == "fan-in" and resolve_heatmap_init("0.05") == 0.05
     for bad in ("-1", "0", "nan", "wide"):
@@ -161,7 +163,7 @@ def test_fan_in_heatmap_init_is_resolved_from_the_training_features(tmp_path):
             resolve_heatmap_init(bad)
     train, test = "synthetic:12?size=64", "synthetic:4?size=64&seed=1"
     trunk = frozen_trunk("resnet18", None, seed=0)
-    base = dict(train=train, test=[test], epochs=2, device="cpu", grid=12, n_heatmaps=2,
+    base = dict(train=train, test=[test], epochs=2, device="cpu", features=FeatureSpec(grid=12), n_heatmaps=2,
                 cache_dir=str(tmp_path / "cache"))
     fan = run_regression(RegressionConfig(**base, heatmap_init_std="fan-in"), trunk=trunk)
     used = fan["heatmap_init_std"]

@@ -15,7 +15,9 @@ from equinv.data.masks import load_masks, split_masks_option
 from equinv.data.preprocess import Preprocess
 from equinv.data.sample import LandmarkIndex, make_record
 from equinv.errors import InputError
-from equinv.evaluate.segmentation import SegmentationConfig, SegmentationHead, iou, run_segmentation
+from equinv.evaluate.segmentation import SegmentationConfig, run_segmentation
+from equinv.evaluate.segmentation_head import SegmentationHead, iou
+from equinv.features.spec import FeatureSpec
 from equinv.models.hypercolumn import frozen_trunk
 
 TRAIN = "synthetic:96?size=64"
@@ -83,7 +85,7 @@ def test_missing_wrong_size_and_unreadable_masks_name_the_file(tmp_path):
         Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(img_dir / f"im{i}.jpg")
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(mask_dir / "im0.png")
     spec = f"folder:{img_dir}?masks={mask_dir}"
-    cfg = SegmentationConfig(train=spec, test=[spec], epochs=1, device="cpu", grid=12)
+    cfg = SegmentationConfig(train=spec, test=[spec], epochs=1, device="cpu", features=FeatureSpec(grid=12))
     with pytest.raises(InputError, match="mask not found") as e:
         run_segmentation(cfg)
     assert str(mask_dir / "im1.png") in str(e.value)
@@ -101,7 +103,7 @@ def test_missing_wrong_size_and_unreadable_masks_name_the_file(tmp_path):
 def test_head_beats_blind_baselines_and_features_are_computed_once(tmp_path):
     trunk = frozen_trunk("resnet18", None, seed=0)
     seen = _count_images(trunk)
-    cfg = SegmentationConfig(train=TRAIN, test=[TEST], epochs=60, lr=1e-2, grid=24, device="cpu",
+    cfg = SegmentationConfig(train=TRAIN, test=[TEST], epochs=60, lr=1e-2, features=FeatureSpec(grid=24), device="cpu",
                              n_train=[None, 10], repeats=2, tile_to=10)
     losses = []
     res = run_segmentation(cfg, tmp_path, trunk=trunk, log=lambda e: losses.append(e["loss"]))
@@ -127,7 +129,9 @@ def test_head_beats_blind_baselines_and_features_are_computed_once(tmp_path):
     assert rows[0] != rows[1] and len(rows[0]) == 10
     assert 0.5 < small["tests"][TEST]["iou"] < 1 and small["tests"][TEST]["iou_std"] > 0
     pred = np.load(tmp_path / "segment_predictions.npz")
-    assert set(pred.files) == {"mask_gt_0", "mask_pred_0_0", "mask_pred_1_0"}
+    assert set(pred.files) == {"mask_gt_0", "mask_pred_0_0", "mask_pred_1_0", "images_0"}
+    # the report draws the test images the evaluation kept (it never re-reads the dataset)
+    assert pred["images_0"].shape == (16, 96, 96, 3) and pred["images_0"].dtype == np.uint8
     assert pred["mask_pred_1_0"].shape == (48, 96, 96) and pred["mask_gt_0"].dtype == np.uint8
     assert set(np.unique(pred["mask_pred_0_0"])) <= {0, 1}
     iou_again = iou(torch.from_numpy(pred["mask_pred_0_0"]), torch.from_numpy(pred["mask_gt_0"])).mean()
@@ -139,7 +143,7 @@ def test_finetune_updates_the_trunk_and_recomputes_features():
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     seen = _count_images(trunk)
     cfg = SegmentationConfig(train="synthetic:16?size=64", test=["synthetic:8?size=64&seed=1"], epochs=3,
-                             grid=24, device="cpu", finetune=True, batch_size=8)
+                             features=FeatureSpec(grid=24), device="cpu", finetune=True, batch_size=8)
     res = run_segmentation(cfg, trunk=trunk)
     rep = res["runs"][0]["per_repeat"][0]
     assert rep["trunk_weight_change"] > 1e-4  # the trained copy moved away from the start

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from equinv.cli import main
-from equinv.commands.match import canvas_to_source, source_to_canvas, split_index
+from equinv.data.spec import split_index
+from equinv.evaluate.landmark_transfer import canvas_to_source, source_to_canvas
 from equinv.evaluate.transfer import transfer_landmarks
 
 
@@ -110,7 +111,8 @@ def test_trained_model_transfers_closer_than_random_model():
     from equinv.data.dataset import LandmarkDataset
     from equinv.data.preprocess import Preprocess
     from equinv.data.spec import read_index
-    from equinv.evaluate.descriptors import layerwise_normalize, prepare_input, raw_hypercolumn
+    from equinv.features.descriptors import descriptor_maps
+    from equinv.features.stats import prepare_input
     from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 
     torch.manual_seed(0)
@@ -123,7 +125,7 @@ def test_trained_model_transfers_closer_than_random_model():
     hc = Hypercolumn(frozen_trunk("resnet18", None, seed=0), reference_taps(4), 24)
 
     def feats(x, size):
-        return layerwise_normalize(raw_hypercolumn(hc, prepare_input(x), size), hc.channels)
+        return descriptor_maps(hc, prepare_input(x), size)
 
     n_train, grid, cfg = 24, 24, scaled("eval", 2.0)
     train, test = imgs[:n_train], imgs[n_train:]

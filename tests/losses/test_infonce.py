@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from equinv.losses import info_nce
+from equinv.losses.infonce import info_nce
 
 
 def info_nce_numpy(q: np.ndarray, k: np.ndarray, queue: np.ndarray, t: float) -> tuple[float, np.ndarray]:

@@ -8,7 +8,7 @@ import torchvision
 from safetensors.torch import load_file
 
 from equinv.errors import InputError
-from equinv.models import ARCHS, Encoder, build_backbone, load_backbone, save_backbone
+from equinv.models.backbones import ARCHS, Encoder, build_backbone, load_backbone, save_backbone
 from equinv.models.heads import LinearHead, MLPHead
 
 
@@ -138,7 +138,7 @@ def test_prefixed_state_dicts_load(prefix):
 
 
 def test_moco_checkpoint_loads_query_encoder():
-    from equinv.models import MoCo
+    from equinv.models.moco import MoCo
 
     torch.manual_seed(0)
     moco = MoCo("resnet18", queue_size=16)

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from equinv.models import Encoder, MoCo
-from equinv.models.moco import grouped_forward, set_key_mode
+from equinv.models.backbones import Encoder
+from equinv.models.moco import MoCo, grouped_forward, set_key_mode
 
 
 @pytest.fixture

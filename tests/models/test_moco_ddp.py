@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from equinv.models import Encoder, MoCo
+from equinv.models.backbones import Encoder
+from equinv.models.moco import MoCo
 
 
 def _build() -> MoCo:

@@ -16,8 +16,8 @@ VERSIONS = {"equinv": "0.1.0", "torch": "2.x", "torchvision": "0.x", "numpy": "2
 
 
 @lru_cache(maxsize=4)
-def _truth(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised ground truth of ``spec`` exactly as ``run_regression`` saves it."""
+def _truth(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised ground truth and the final views of ``spec`` exactly as ``run_regression`` saves them."""
     from equinv.data.dataset import LandmarkDataset, final_view
     from equinv.data.preprocess import Preprocess
     from equinv.data.spec import read_index
@@ -25,18 +25,18 @@ def _truth(spec: str) -> tuple[np.ndarray, np.ndarray]:
     ds = LandmarkDataset(read_index(spec), Preprocess(size=96))
     ds.prepare(progress=False)
     v = final_view(ds.__getitems__(list(range(len(ds)))), ds.pre)
-    return 2.0 * v["landmarks"].float().numpy() / 95.0 - 1.0, v["visible"].numpy()
+    views = v["image"].permute(0, 2, 3, 1).numpy()
+    return 2.0 * v["landmarks"].float().numpy() / 95.0 - 1.0, v["visible"].numpy(), views
 
 
 def write_regression(d: Path, *, spec: str = SPEC, n_train=(2, 4), eyes: bool = True, iod: float = 6.987,
                      pck: float = 81.234, std: float = 0.3512, gt_from: str | None = None, npz: bool = True,
-                     backbone: str = "runs/celeba_r18", arch: str = "resnet18", scramble: bool = False,
+                     backbone: str = "runs/celeba_r18", arch: str = "resnet18", images: bool = True,
                      mean_shape: float | None = None) -> Path:
-    """``regression.json`` (+ ``predictions.npz``) as ``run_regression`` writes them."""
+    """``regression.json`` (+ ``predictions.npz``, with the test views unless ``images`` is false) as
+    ``run_regression`` writes them."""
     d.mkdir(parents=True, exist_ok=True)
-    gt, vis = _truth(gt_from or SPEC)
-    if scramble:
-        gt = np.random.default_rng(1).uniform(-0.8, 0.8, gt.shape).astype(np.float32)
+    gt, vis, views = _truth(gt_from or SPEC)
     runs = []
     for n in n_train:
         e = iod + 4.0 / n if eyes else None
@@ -62,7 +62,7 @@ def write_regression(d: Path, *, spec: str = SPEC, n_train=(2, 4), eyes: bool = 
            "selection": "last epoch (no validation split)", "skipped": []}
     if npz:
         rng = np.random.default_rng(0)
-        saved = {"gt_0": gt, "visible_0": vis}
+        saved = {"gt_0": gt, "visible_0": vis, **({"images_0": views} if images else {})}
         for i in range(len(n_train)):
             saved[f"pred_{i}_0"] = (gt + rng.normal(0, 0.04, gt.shape)).astype(np.float32)
         np.savez_compressed(d / "predictions.npz", **saved)
@@ -84,12 +84,12 @@ def write_match(d: Path, same: float = 3.4567, diff: float = 5.6789, descriptor:
 
 
 def write_segment(d: Path, *, spec: str = SPEC, n_train=(1, 5), iou: float = 0.4567, std: float = 0.0123,
-                  n: int = 8) -> Path:
+                  n: int = 8, images: bool = True) -> Path:
     """``segment.json`` + ``segment_predictions.npz`` in the ``equinv eval segment`` schema."""
     d.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[:96, :96]
     gt = np.stack([((xx - 48) ** 2 + (yy - 50) ** 2 < (20 + i) ** 2) for i in range(n)]).astype(np.uint8)
-    saved = {"mask_gt_0": gt}
+    saved = {"mask_gt_0": gt, **({"images_0": _truth(SPEC)[2][:n]} if images else {})}
     runs = []
     for i, k in enumerate(n_train):
         saved[f"mask_pred_{i}_0"] = np.roll(gt, 3 + i, axis=2)

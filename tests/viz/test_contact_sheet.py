@@ -4,8 +4,7 @@ import torch
 from PIL import Image
 
 from equinv.data.sample import Sample
-from equinv.viz import contact_sheet, draw_batch, landmark_colour
-from equinv.viz.contact_sheet import LABEL_H, PAD, PALETTE
+from equinv.viz.contact_sheet import LABEL_H, PAD, PALETTE, contact_sheet, draw_batch, landmark_colour
 
 NAMES = ("left_eye", "right_eye", "nose")
 

@@ -1,10 +1,11 @@
-"""``equinv pretrain-dve``: train the DVE baseline descriptor network (protocol.md §7)."""
+"""``equinv pretrain-dve``: train the DVE baseline descriptor network (protocol.md §7); ``pretrain --method dve``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from equinv.commands.options import DVE_ARCHS
 from equinv.errors import InputError
 
 #: CLI attribute → DVEConfig field (same names).
@@ -23,7 +24,8 @@ def config_from_args(args: argparse.Namespace):
                      **values)
 
 
-def cmd_pretrain_dve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Train (or --resume) a DVE descriptor network."""
     from equinv.train.dve import DVEConfig, train_dve
 
     if args.resume:
@@ -47,7 +49,7 @@ def cmd_pretrain_dve(args: argparse.Namespace) -> int:
 
 def add_dve_arguments(p: argparse.ArgumentParser) -> None:
     """The DVE options (all default to ``None`` = the arch's reference value)."""
-    p.add_argument("--arch", choices=["smallnet", "hourglass"], default=None, help="default hourglass")
+    p.add_argument("--arch", choices=DVE_ARCHS, default=None, help="default hourglass")
     p.add_argument("--dim", type=int, default=None, help="descriptor dimension (default 64)")
     p.add_argument("--size", type=int, default=None, help="view side after the 20-px slice (default 96)")
     p.add_argument("--input-size", type=int, default=None,
@@ -69,6 +71,7 @@ def add_dve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
+    """Add ``equinv pretrain-dve``."""
     p = sub.add_parser(
         "pretrain-dve",
         help="train the DVE baseline (SmallNet or Hourglass descriptors; resumable)",
@@ -85,4 +88,4 @@ def register(sub) -> None:
     add_dve_arguments(p)
     p.add_argument("--skip-bad", action="store_true", help="skip bad inputs instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=cmd_pretrain_dve)
+    p.set_defaults(fn=run)

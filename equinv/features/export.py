@@ -24,8 +24,9 @@ Next to the output a JSON sidecar (``FILE.json``) records the dataset spec, arch
 (deepest first) and their channels and native sizes, grid size, input and feature normalisation, dtype,
 the files and their shapes, and the image order (dataset index and path of every row).
 
-Normalisation: inputs use face statistics for face kinds and ImageNet statistics for
-``cub``/``folder``/``coco`` (:func:`input_stats_for_kind`). ``normalize=True`` L2-normalises each layer
+Any feature source can be exported (:class:`~equinv.features.spec.FeatureSpec`; its ``grid``, default 48, is the
+dense grid). Normalisation: inputs use the source's statistics, else face statistics for face kinds and ImageNet
+statistics for ``cub``/``folder``/``coco`` (:mod:`equinv.features.stats`). ``normalize=True`` L2-normalises each layer
 block per pixel, as the reference's matching descriptor (protocol §5a): after upsampling for dense output,
 at native resolution for factorised output (the sidecar says which).
 """
@@ -44,26 +45,19 @@ import torch.nn.functional as F
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
-from equinv.augment.photometric import FACE_MEAN, FACE_STD, IMAGENET_MEAN, IMAGENET_STD, normalize
 from equinv.data.dataset import LandmarkDataset, final_view, make_loader
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import parse_spec, read_index
 from equinv.errors import InputError, SkipLog
-from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
-
-#: Dataset kinds whose images are normalised with ImageNet statistics (bird / generic image loaders).
-IMAGENET_KINDS = frozenset({"cub", "folder", "coco"})
+from equinv.features.descriptors import dense_features, descriptor_maps
+from equinv.features.sources import build_source
+from equinv.features.spec import FeatureSpec
+from equinv.features.stats import input_stats, prepare_input, stats_for_kind
+from equinv.records import write_json
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 _ST_DTYPE = {torch.float16: "F16", torch.float32: "F32", torch.bfloat16: "BF16", torch.int64: "I64",
              torch.bool: "BOOL"}
-
-
-def input_stats_for_kind(kind: str) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
-    """``(name, mean, std)``: ImageNet statistics for cub/folder/coco, face statistics otherwise."""
-    if kind.lower() in IMAGENET_KINDS:
-        return "imagenet", IMAGENET_MEAN, IMAGENET_STD
-    return "face", FACE_MEAN, FACE_STD
 
 
 # ----------------------------------------------------------------------------- streaming safetensors
@@ -115,6 +109,8 @@ class SafetensorsStreamWriter:
         if tuple(rows.shape[1:]) != shape[1:] or start < 0 or start + rows.shape[0] > shape[0]:
             raise ValueError(f"{name}: rows {tuple(rows.shape)} at {start} do not fit {shape}")
         data = rows.detach().to("cpu", dtype).contiguous()
+        if data.numel() == 0:  # e.g. the landmarks of unlabeled images: nothing to write (and memoryview refuses it)
+            return
         buf = data.view(torch.uint8).numpy() if dtype == torch.bfloat16 else data.numpy()
         self.fh.seek(self.data_start + offset + start * row)
         self.fh.write(memoryview(np.ascontiguousarray(buf)).cast("B"))
@@ -167,50 +163,7 @@ class ExportResult:
     info: dict
 
 
-def _pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def export_features(
-    data: str,
-    out: str | Path,
-    *,
-    backbone: str | Path | None = None,
-    arch: str = "resnet18",
-    size: int = 48,
-    layers: int = 4,
-    normalize_features: bool = False,
-    dtype: str = "float16",
-    batch: int = 32,
-    factorised: bool | None = None,
-    image_size: int = 96,
-    max_images: int | None = None,
-    device: str | None = None,
-    seed: int = 0,
-    workers: int = 0,
-    skip_bad: bool = False,
-    progress: bool = True,
-) -> ExportResult:
-    """Hypercolumns (or per-layer native maps) of every image of ``data``, streamed to ``out``.
-
-    Args:
-        data: dataset spec ``KIND:PATH[?k=v]``.
-        out: ``.npy`` or ``.safetensors`` file (see the module docstring for the layouts).
-        backbone: pretraining run dir, weights file, or ``None``/``"random"`` for the seeded random init.
-        arch: trunk architecture.
-        size: grid side of the dense hypercolumn (48 for regression, 96 for matching).
-        layers: the reference's ``--layer`` (1..5 taps, deepest first).
-        normalize_features: L2-normalise each layer block per pixel.
-        dtype: ``float16`` (default), ``float32``, or ``bfloat16`` (safetensors only).
-        batch: images per forward pass (memory holds one batch).
-        factorised: per-layer native maps instead of the dense hypercolumn; default: ``True`` for
-            ``.safetensors``, ``False`` for ``.npy``.
-        image_size: final view side (96, the protocol's).
-        max_images: only the first N images of the dataset (in dataset order).
-    """
-    out = Path(out)
+def _check(out: Path, dtype: str, batch: int) -> str:
     fmt = out.suffix.lower()
     if fmt not in (".npy", ".safetensors"):
         raise InputError(f"output must end in .npy or .safetensors, got {out.name!r}")
@@ -218,117 +171,120 @@ def export_features(
         raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if dtype == "bfloat16" and fmt == ".npy":
         raise InputError("numpy has no bfloat16; use --dtype float16/float32 or a .safetensors output")
-    if batch < 1 or size < 1:
-        raise InputError("--batch and --size must be positive")
-    if not 1 <= layers <= 5:
-        raise InputError(f"--layers must be 1..5, got {layers}")
-    factorised = (fmt == ".safetensors") if factorised is None else factorised
-    tdtype = DTYPES[dtype]
-    dev = _pick_device(device)
-    weights = None if backbone in (None, "", "random", "none") else backbone
+    if batch < 1:
+        raise InputError("--batch must be positive")
+    return fmt
 
-    spec = parse_spec(data)
-    log = SkipLog(skip_bad=skip_bad)
-    ds = LandmarkDataset(read_index(spec, log), Preprocess(size=image_size))
-    ds.prepare(log, progress=progress)
-    n = len(ds) if max_images is None else min(len(ds), max_images)
-    if n == 0:
-        raise InputError(f"no images to export in {spec}")
-    stats_name, mean, std = input_stats_for_kind(spec.kind)
 
-    trunk = frozen_trunk(arch, weights, seed=seed)
-    hc = Hypercolumn(trunk, reference_taps(layers), size=size, normalize=normalize_features and factorised)
-    hc = hc.to(dev).eval()
-    with torch.no_grad():
-        probe = hc.maps(torch.zeros(1, 3, image_size, image_size, device=dev))
-    native = [tuple(m.shape[-2:]) for m in probe]
-
+def _open_writer(out: Path, fmt: str, shapes: dict, dtype: str, n: int, k: int, meta: dict, factorised: bool):
+    """The streaming writer of ``shapes`` (plus index / landmarks / visible in safetensors) and the file of each."""
     stem = out.with_suffix("")
-    if factorised:
-        shapes = {t: (n, c, *hw) for t, c, hw in zip(hc.taps, hc.channels, native, strict=True)}
-    else:
-        shapes = {"hypercolumn": (n, hc.dim, size, size)}
-    k = len(ds.names)
     if fmt == ".npy":
         files = {name: (stem.with_name(f"{stem.name}.{name}.npy") if factorised else out) for name in shapes}
-        writer = _NpyWriter({name: (files[name], np.dtype(dtype), shp) for name, shp in shapes.items()})
-    else:
-        files = {name: out for name in shapes}
-        tensors = {name: (tdtype, shp) for name, shp in shapes.items()}
-        tensors.update(index=(torch.int64, (n,)), landmarks=(torch.float32, (n, k, 2)), visible=(torch.bool, (n, k)))
-        meta = {"format": "equinv-features", "arch": arch, "taps": ",".join(hc.taps), "size": str(size),
-                "factorised": str(factorised).lower(), "data": str(spec)}
-        writer = SafetensorsStreamWriter(out, tensors, meta)
+        return _NpyWriter({name: (files[name], np.dtype(dtype), shp) for name, shp in shapes.items()}), files
+    tensors = {name: (DTYPES[dtype], shp) for name, shp in shapes.items()}
+    tensors.update(index=(torch.int64, (n,)), landmarks=(torch.float32, (n, k, 2)), visible=(torch.bool, (n, k)))
+    return SafetensorsStreamWriter(out, tensors, meta), {name: out for name in shapes}
 
-    info = {
-        "format": "equinv-features",
-        "data": str(spec),
-        "kind": spec.kind,
-        "arch": arch,
-        "weights": "random" if weights is None else str(Path(weights).resolve()),
-        "seed": seed if weights is None else None,
-        "taps": list(hc.taps),
-        "layers": layers,
-        "channels": list(hc.channels),
-        "native_sizes": [list(hw) for hw in native],
-        "dim": hc.dim,
-        "size": size,
-        "factorised": factorised,
-        "image_size": image_size,
-        "preprocess": ds.pre.as_dict(),
-        "input_normalization": {"stats": stats_name, "mean": list(mean), "std": list(std)},
+
+def _outputs(source, x: torch.Tensor, factorised: bool, normalize: bool, size: int) -> dict[str, torch.Tensor]:
+    """One batch's tensors to write: per-tap native maps, or the dense (upsampled) features."""
+    if factorised:
+        maps = source.maps(x)
+        return dict(zip(source.taps, [F.normalize(m, dim=1) for m in maps] if normalize else maps, strict=True))
+    return {"hypercolumn": descriptor_maps(source, x, size, True) if normalize else dense_features(source, x, size)}
+
+
+def _info(spec, data, kind: str, source, native, size: int, factorised: bool, normalize: bool, image_size: int,
+          pre, stats: str, dtype: str, files: dict, shapes: dict, n: int, log) -> dict:
+    mean, std = input_stats(stats)
+    return {
+        "format": "equinv-features", "data": str(data), "kind": kind, "features": spec.as_dict(),
+        "arch": spec.arch, "weights": "random" if spec.weights is None else str(Path(spec.weights).resolve()),
+        "seed": spec.seed if spec.weights is None else None, "taps": list(source.taps), "layers": spec.layers,
+        "channels": list(source.channels), "native_sizes": [list(hw) for hw in native],
+        "dim": sum(source.channels), "size": size, "factorised": factorised, "image_size": image_size,
+        "preprocess": pre.as_dict(), "input_normalization": {"stats": stats, "mean": list(mean), "std": list(std)},
         "feature_normalization": (
-            None if not normalize_features
+            None if not normalize
             else "per-layer L2 per pixel at native resolution (before upsampling)" if factorised
             else f"per-layer L2 per pixel after bilinear upsampling to {size}x{size}"
         ),
-        "upsampling": "bilinear, align_corners=False",
-        "dtype": dtype,
+        "upsampling": "bilinear, align_corners=False", "dtype": dtype,
         "files": {name: {"path": files[name].name, "shape": list(shp)} for name, shp in shapes.items()},
-        "n_images": n,
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in log.skips],
+        "n_images": n, "skipped": [{"path": str(s.path), "reason": s.reason} for s in log.skips],
     }
 
-    nonfinite = 0
+
+def _stream(ds, source, writer, n: int, *, batch: int, workers: int, stats: str, device, fmt: str,
+            factorised: bool, normalize: bool, size: int, dtype: str, progress: bool) -> tuple[list[int], int]:
+    """Write every image's features batch by batch; returns the dataset index of each row and the count of
+    non-finite values after the cast to ``dtype``."""
+    nonfinite, order, start = 0, [], 0
     loader = make_loader(ds, batch_size=batch, shuffle=False, workers=workers, sampler=range(n))
-    bar = tqdm(total=n, desc="features", unit="img", disable=not progress)
-    order_index: list[int] = []
-    start = 0
+    with tqdm(total=n, desc="features", unit="img", disable=not progress) as bar, torch.no_grad():
+        for b in loader:
+            view = final_view(b, ds.pre)
+            x = prepare_input(view["image"], None, stats, device)
+            for name, t in _outputs(source, x, factorised, normalize, size).items():
+                t = t.to(DTYPES[dtype])
+                nonfinite += int((~torch.isfinite(t)).sum())
+                writer.write(name, start, t)
+            if fmt == ".safetensors":
+                writer.write("index", start, view["index"].long())
+                writer.write("landmarks", start, view["landmarks"].float())
+                writer.write("visible", start, view["visible"].bool())
+            order.extend(int(i) for i in view["index"])
+            start += x.shape[0]
+            bar.update(x.shape[0])
+    return order, nonfinite
+
+
+def export_features(data: str, out: str | Path, features: FeatureSpec | None = None, *,
+                    normalize_features: bool = False, dtype: str = "float16", batch: int = 32,
+                    factorised: bool | None = None, image_size: int = 96, max_images: int | None = None,
+                    device: str | None = None, workers: int = 0, skip_bad: bool = False,
+                    progress: bool = True) -> ExportResult:
+    """The features of every image of ``data`` (per-tap native maps, or dense at ``features.grid``², default 48),
+    streamed to ``out`` (``.npy`` or ``.safetensors``, see the module docstring for the layouts).
+
+    ``normalize_features``: L2-normalise each map per pixel; ``factorised``: per-tap native maps instead of the
+    dense features (default: ``True`` for ``.safetensors``, ``False`` for ``.npy``); ``max_images``: only the
+    first N images of the dataset (in dataset order); ``dtype``: ``float16`` (default), ``float32`` or
+    ``bfloat16`` (safetensors only).
+    """
+    out = Path(out)
+    fmt = _check(out, dtype, batch)
+    factorised = (fmt == ".safetensors") if factorised is None else factorised
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    source = build_source((features or FeatureSpec()).with_defaults(grid=48, readout="output"), dev)
+    spec, size = source.spec, source.spec.grid
+    parsed = parse_spec(data)
+    log = SkipLog(skip_bad=skip_bad)
+    ds = LandmarkDataset(read_index(parsed, log), Preprocess(size=image_size))
+    ds.prepare(log, progress=progress)
+    n = len(ds) if max_images is None else min(len(ds), max_images)
+    if n == 0:
+        raise InputError(f"no images to export in {parsed}")
+    stats = spec.stats or source.stats or stats_for_kind(parsed.kind)
+    with torch.no_grad():
+        native = [tuple(m.shape[-2:]) for m in source.maps(torch.zeros(1, 3, image_size, image_size, device=dev))]
+    shapes = ({t: (n, c, *hw) for t, c, hw in zip(source.taps, source.channels, native, strict=True)} if factorised
+              else {"hypercolumn": (n, sum(source.channels), size, size)})
+    meta = {"format": "equinv-features", "arch": spec.arch, "taps": ",".join(source.taps), "size": str(size),
+            "factorised": str(factorised).lower(), "data": str(parsed)}
+    writer, files = _open_writer(out, fmt, shapes, dtype, n, len(ds.names), meta, factorised)
+    info = _info(spec, parsed, parsed.kind, source, native, size, factorised, normalize_features, image_size, ds.pre,
+                 stats, dtype, files, shapes, n, log)
     try:
-        with torch.no_grad():
-            for b in loader:
-                view = final_view(b, ds.pre)
-                x = normalize(view["image"].to(dev).float().div_(255.0), mean, std)
-                maps = hc.maps(x)  # normalised at native resolution only when factorised
-                if factorised:
-                    outs = dict(zip(hc.taps, maps, strict=True))
-                else:
-                    ups = [F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False) for m in maps]
-                    if normalize_features:
-                        ups = [F.normalize(u, dim=1) for u in ups]
-                    outs = {"hypercolumn": torch.cat(ups, dim=1)}
-                for name, t in outs.items():
-                    t = t.to(tdtype)
-                    nonfinite += int((~torch.isfinite(t)).sum())
-                    writer.write(name, start, t)
-                m = x.shape[0]
-                if fmt == ".safetensors":
-                    writer.write("index", start, view["index"].long())
-                    writer.write("landmarks", start, view["landmarks"].float())
-                    writer.write("visible", start, view["visible"].bool())
-                order_index.extend(int(i) for i in view["index"])
-                start += m
-                bar.update(m)
+        order, info["nonfinite_values"] = _stream(ds, source, writer, n, batch=batch, workers=workers, stats=stats,
+                                                  device=dev, fmt=fmt, factorised=factorised,
+                                                  normalize=normalize_features, size=size, dtype=dtype,
+                                                  progress=progress)
     except BaseException:
         writer.abort()
         raise
-    finally:
-        bar.close()
     writer.close()
-    info["nonfinite_values"] = nonfinite  # > 0 means the dtype overflowed (use --dtype float32)
-    info["images"] = [{"index": j, "path": str(ds.index.records[j].path)} for j in order_index]
-    sidecar = stem.with_name(f"{stem.name}.json")
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, sidecar)
+    info["images"] = [{"index": j, "path": str(ds.index.records[j].path)} for j in order]
+    sidecar = write_json(out.with_suffix("").with_name(f"{out.with_suffix('').name}.json"), info, indent=1)
     return ExportResult({name: files[name] for name in shapes}, sidecar, info)

@@ -1,0 +1,111 @@
+"""``equinv pretrain``: MoCo contrastive pretraining (invariant learning), or the DVE baseline with ``--method dve``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from equinv.commands.options import ARCH_NAMES, DVE_ARCHS, SPEC_HELP
+from equinv.errors import InputError
+
+
+def _is_dve_run(run: Path) -> bool:
+    """Whether ``run`` is a DVE pretraining run (its config names a DVE architecture)."""
+    import json
+
+    cfg = run / "config.json"
+    return cfg.is_file() and json.loads(cfg.read_text()).get("arch") in DVE_ARCHS
+
+
+def run(args: argparse.Namespace) -> int:
+    """MoCo pretraining (or, with --method dve, the DVE baseline): a fresh run or --resume."""
+    from equinv.train.pretrain import PretrainConfig, pretrain
+
+    if args.method == "dve" or (args.resume and _is_dve_run(Path(args.resume))):
+        # The DVE baseline (protocol §7) shares this command's data, run-directory and resume options.
+        from equinv.commands.pretrain_dve import run as run_dve
+
+        if args.arch is not None and args.arch not in DVE_ARCHS:
+            raise InputError(f"--method dve trains {' or '.join(DVE_ARCHS)}, not --arch {args.arch}")
+        return run_dve(args)
+    if args.arch in DVE_ARCHS:
+        raise InputError(f"--arch {args.arch} is a DVE network: add --method dve")
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = PretrainConfig.load(run_dir / "config.json")
+        cfg.out = str(run_dir)
+        for name in ("epochs", "workers", "device", "ckpt_every", "log_every"):
+            v = getattr(args, name)
+            if v is not None:
+                setattr(cfg, name, v)
+        cfg.max_minutes = args.max_minutes  # a budget belongs to one invocation, not to the run
+        pretrain(cfg, resume=True, progress=not args.quiet)
+        return 0
+    if not args.data:
+        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
+    values = {
+        f: getattr(args, f)
+        for f in (
+            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
+            "max_images", "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
+            "ckpt_every", "save_every", "log_every", "skip_bad", "init",
+        )
+        if getattr(args, f) is not None
+    }
+    cfg = PretrainConfig(data=list(args.data), out=args.out, flip=args.flip, **values)
+    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
+        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
+    pretrain(cfg, progress=not args.quiet)
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``equinv pretrain``."""
+    p = sub.add_parser(
+        "pretrain",
+        help="MoCo contrastive pretraining on unlabeled images (resumable; torchrun for several processes)",
+        description="Invariant learning: MoCo v1 as the reference code (protocol.md §1): momentum 0.999, "
+        "queue 4096, T 0.07, SGD lr 0.03 x batch/256, momentum 0.9, wd 1e-4, cosine per epoch, shuffle-BN. "
+        "Several processes: torchrun --nproc_per_node N -m equinv pretrain ... (gloo on CPU, nccl on GPU).",
+        epilog="Example: equinv pretrain --data celeba:../shared/data/celeba?split=not_mafl --arch resnet18 "
+        "--epochs 1 --batch-size 64 --out runs/celeba_r18",
+    )
+    p.add_argument("--data", action="append", metavar="KIND:PATH", help=SPEC_HELP + " (repeatable)")
+    p.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--method", choices=["moco", "dve"], default="moco",
+                   help="moco (default): invariant learning; dve: the DVE baseline (Thewlis et al. 2019) on TPS pairs")
+    p.add_argument("--arch", choices=[*ARCH_NAMES, *DVE_ARCHS], default=None,
+                   help="backbone (default resnet18; with --method dve: hourglass (default) or smallnet)")
+    p.add_argument("--init", metavar="WEIGHTS", default=None,
+                   help="start from trunk weights: a torchvision state dict (e.g. ImageNet .pth), "
+                   "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
+    p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
+    p.add_argument("--dim", type=int, default=None, help="embedding dimension (default 128)")
+    p.add_argument("--queue", type=int, default=None, help="MoCo queue size K (default 4096)")
+    p.add_argument("--momentum", type=float, default=None, help="key encoder momentum (default 0.999)")
+    p.add_argument("--temperature", type=float, default=None, help="InfoNCE temperature (default 0.07)")
+    p.add_argument("--batch-size", type=int, default=None, help="total batch over all processes (default 256)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.03 x batch/256)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 800; the cosine horizon)")
+    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget of this invocation: checkpoint and stop when spent (continue with "
+                   "--resume); the weights so far are written to backbone.safetensors")
+    p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,
+                   help="augmentation recipe (default auto: bird for cub/folder data, else face)")
+    p.add_argument("--tps", choices=["paper", "eval", "dve"], default=None, help="add a TPS warp (off by default)")
+    p.add_argument("--flip", action="store_true", help="add horizontal flips (off in the reference)")
+    p.add_argument("--grayscale", type=float, default=None, help="grayscale probability (default 0)")
+    p.add_argument("--size", type=int, default=None, help="final view size (default 96)")
+    p.add_argument("--bn-groups", type=int, default=None,
+                   help="shuffle-BN groups of the key batch over all processes (default 4, as 4 GPUs)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    p.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default 200)")
+    p.add_argument("--save-every", type=int, default=None, help="epochs between kept checkpoints (default 50)")
+    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--skip-bad", action="store_true", default=None, help="skip bad inputs instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=run)

@@ -1,0 +1,158 @@
+"""``equinv fit``: train a landmark model on a labelled dataset spec and save it (:mod:`equinv.landmarks.model`).
+
+The regressor is trained by the evaluation's own code (:func:`~equinv.evaluate.regressor_fit.train_regressor`
+on features cached once, :func:`~equinv.evaluate.protocol.cached_features`), so ``eval regress`` and ``fit``
+share one training path; ``fit`` only differs by its defaults, chosen for short runs on a CPU and few labels
+(:data:`FIT_DEFAULTS`, docs/landmarks.md "Choosing fit's defaults"), and by keeping the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from equinv.data.preprocess import Preprocess
+from equinv.errors import InputError, SkipLog
+from equinv.evaluate import regressor_fit as rf
+from equinv.evaluate.metrics import evaluate_predictions
+from equinv.evaluate.protocol import cached_features, pick_device
+from equinv.evaluate.regression import load_labelled
+from equinv.features.sources import build_source, native_side, source_config
+from equinv.features.spec import FeatureSpec
+from equinv.features.stats import stats_for_kind
+from equinv.landmarks.model import FORMAT, FORMAT_VERSION, LandmarkModel
+from equinv.records import software_versions
+
+#: Rows an epoch visits at least (small training sets are tiled up to it, as the reference's sampler does).
+EPOCH_ROWS = 1000
+
+
+@dataclass
+class FitConfig:
+    """What ``equinv fit`` does (see its ``--help``). Defaults are fit's short-run settings, not the reference's."""
+
+    train: str
+    val: str | None = None
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    steps: int = 600
+    lr: float = 3e-2
+    wd: float = 5e-4
+    batch_size: int = 32
+    n_heatmaps: int = 50
+    softargmax_mul: float = 3.0
+    heatmap_init_std: float | str = "fan-in"
+    input_scale: str = "auto"
+    anchor: bool = True
+    seed: int = 0
+    image_size: int = 96
+    limit: int | None = None
+    device: str | None = None
+    cache_dir: str | None = None
+
+    def as_dict(self) -> dict:
+        """JSON-ready settings (the feature source as its own dict)."""
+        return asdict(self) | {"features": self.features.as_dict()}
+
+
+def _framing(ds, fs) -> dict:
+    """The training data's framing, stated for users: crop rule, context and landmark extent in the view."""
+    pre = ds.pre
+    crops = sorted({r.crop for r in ds.index.records})
+    lm, vis = fs.landmarks.float(), fs.visible[..., None]
+    hi = torch.where(vis, lm, -math.inf).amax(1)
+    lo = torch.where(vis, lm, math.inf).amin(1)
+    extent = ((hi - lo).amax(-1) / 2.0)[fs.visible.sum(1) >= 2]  # normalised span / 2 = share of the view side
+    return {"kind": ds.index.kind, "crop": crops[0] if len(crops) == 1 else ",".join(crops),
+            "context": pre.canvas / pre.size, "box_scale": pre.box_scale, "landmark_scale": pre.landmark_scale,
+            "landmark_extent": float(extent.median()) if len(extent) else None}
+
+
+def _steps_plan(n: int, steps: int, batch: int) -> tuple[int, int]:
+    """``(tile, epochs)``: epochs of at least :data:`EPOCH_ROWS` rows that add up to about ``steps`` steps."""
+    tile = max(1, math.ceil(EPOCH_ROWS / n))
+    per_epoch = math.ceil(n * tile / batch)
+    return tile, max(1, math.ceil(steps / per_epoch))
+
+
+def _metrics(reg, fs, shape, device, grid: int) -> dict:
+    res = evaluate_predictions(rf.predict(reg, fs, device, grid=grid), fs)
+    ref = evaluate_predictions(shape.expand_as(fs.landmarks).clone(), fs)
+    return {"iod_error_percent": res["iod_error_percent"], "pck": res["pck"], "n_images": res["n_images"],
+            "mean_shape_iod_error_percent": ref["iod_error_percent"], "mean_shape_pck": ref["pck"]}
+
+
+def fit_model(cfg: FitConfig, *, trunk=None, log=None, progress: bool = False) -> tuple[LandmarkModel, dict]:
+    """Train a landmark model as configured; returns it and its training info (not saved: see :func:`fit`)."""
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise InputError("--steps and --batch-size must be positive")
+    device = pick_device(cfg.device)
+    source = build_source(cfg.features.with_defaults(grid=48, readout="linear"), device, trunk=trunk)
+    spec = source.spec
+    grid = cfg.features.grid or (native_side(source, cfg.image_size) if len(source.channels) == 1 else 48)
+    pre, skips = Preprocess(size=cfg.image_size), SkipLog()
+    train = cfg.train if cfg.limit is None else f"{cfg.train}{'&' if '?' in cfg.train else '?'}limit={cfg.limit}"
+    ds, kind = load_labelled(train, pre, skips, progress)
+    stats = spec.stats or source.stats or stats_for_kind(kind)
+    fs = cached_features(ds, train, source, stats, device, cache_dir=cfg.cache_dir, eyes=ds.eyes, progress=progress)
+    vfs = None
+    if cfg.val:
+        vds, vkind = load_labelled(cfg.val, pre, skips, progress)
+        vfs = cached_features(vds, cfg.val, source, spec.stats or source.stats or stats_for_kind(vkind), device,
+                              cache_dir=cfg.cache_dir, eyes=vds.eyes, progress=progress)
+    scale_mode, in_scale, init_std = rf.input_scaling(cfg.input_scale, cfg.heatmap_init_std, spec.source,
+                                                      lambda: rf.feature_std(fs, source.channels))
+    shape = rf.mean_shape(fs.landmarks, fs.visible)
+    tile, epochs = _steps_plan(len(fs), cfg.steps, cfg.batch_size)
+    reg, info = rf.train_regressor(fs, source.channels, epochs=epochs, lr=cfg.lr, wd=cfg.wd,
+                                   batch_size=cfg.batch_size, tile=tile, val=vfs, device=device, seed=cfg.seed,
+                                   grid=grid, image_size=cfg.image_size, n_heatmaps=cfg.n_heatmaps,
+                                   init_std=init_std, softargmax_mul=cfg.softargmax_mul, input_scale=in_scale,
+                                   anchor=shape if cfg.anchor else None, log=log)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "features": spec.as_dict(),
+        "source_config": source_config(source),
+        "regressor": {"channels": list(source.channels), "n_landmarks": len(ds.names), "n_heatmaps": cfg.n_heatmaps,
+                      "softargmax_mul": cfg.softargmax_mul, "grid": grid, "input_scale": in_scale is not None,
+                      "bias": cfg.anchor, "heatmap_init_std": init_std, "input_scale_mode": scale_mode},
+        "input": {"image_size": cfg.image_size, "stats": stats},
+        "framing": _framing(ds, fs),
+        "landmarks": {"names": list(ds.names), "flip_perm": list(ds.flip_perm),
+                      "eyes": list(ds.eyes) if ds.eyes else None},
+        "training": {"spec": train, "rows": len(fs), "val": cfg.val, "epochs": epochs, "tile": tile,
+                     "steps": epochs * math.ceil(len(fs) * tile / cfg.batch_size),
+                     "selected_epoch": info["selected_epoch"], "selection": info["selection"],
+                     "final_loss": info["history"][-1]["loss"], "settings": cfg.as_dict(),
+                     "skipped": [str(s) for s in skips.skips]},
+        "validation": _metrics(reg, vfs, shape, device, grid) if vfs is not None else None,
+        "versions": software_versions(),
+    }
+    return LandmarkModel(source, reg.eval(), meta), info
+
+
+def fit(cfg: FitConfig, out: str | Path, *, force: bool = False, log=None, progress: bool = False) -> LandmarkModel:
+    """Train and save a landmark model into the directory ``out`` (refused if it holds one, unless ``force``)."""
+    from equinv.landmarks.model import META
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out must be a directory, not a file", out)
+    if (out / META).exists() and not force:
+        raise InputError("already holds a landmark model (use --force to replace it)", out)
+    model, _ = fit_model(cfg, log=log, progress=progress)
+    model.save(out)
+    return model
+
+
+def summary(model: LandmarkModel) -> str:
+    """One line about a fitted model: rows, epochs and validation numbers against the mean shape."""
+    t, v = model.meta["training"], model.meta["validation"]
+    line = f"{t['rows']} training faces, {t['epochs']} epochs ({t['steps']} steps)"
+    if v:
+        if v["iod_error_percent"] is not None:
+            line += (f"; val IOD {v['iod_error_percent']:.2f}% (mean shape {v['mean_shape_iod_error_percent']:.2f}%)")
+        line += f"; val PCK {v['pck']:.1f}% (mean shape {v['mean_shape_pck']:.1f}%)"
+    return line
+

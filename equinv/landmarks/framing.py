@@ -1,0 +1,58 @@
+"""Framing: how an input image becomes the square view a landmark model sees, and how points go back.
+
+Coordinates are pixels of the input image as stored on disk: x right, y down, 0-based, pixel centres at
+integers (:mod:`equinv.data.sample`). A *canvas box* ``(x0, y0, x1, y1)`` (pixel edges, possibly beyond the
+image, zero-padded) is resampled to the ``canvas × canvas`` canvas; the view is its centre ``size × size``
+(``margin`` pixels cut on each side) — the protocol preprocessing of :mod:`equinv.data.preprocess`.
+
+* A dataset spec's images are framed by their own protocol crop (as in training).
+* A plain image is taken as the object crop: the whole image is the view (``plain_box``; the aspect ratio
+  is not kept).
+* A user box (``--boxes``) frames the object as the model's training data framed its boxes
+  (:func:`box_canvas`): the training crop rule applied to the given box (``box`` / ``300w``: the object box;
+  ``landmarks``: the landmarks' bounding box); for training data cropped without boxes (aligned CelebA,
+  whole images) the box is taken as the view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from equinv.data.preprocess import Preprocess, canvas_box
+from equinv.data.sample import Record
+
+Box = tuple[float, float, float, float]
+
+
+def plain_box(width: int, height: int, pre: Preprocess) -> Box:
+    """The canvas box whose centre view is exactly the whole ``width × height`` image."""
+    fx = (pre.canvas / pre.size - 1.0) / 2.0
+    return (-fx * width, -fx * height, width * (1.0 + fx), height * (1.0 + fx))
+
+
+def box_canvas(box: Box, width: int, height: int, pre: Preprocess, crop: str) -> Box:
+    """The canvas box of a user's object box under the training crop rule ``crop``."""
+    if crop in ("box", "300w", "landmarks"):
+        x0, y0, x1, y1 = box
+        rec = Record(path=None, landmarks=np.array([[x0, y0], [x1, y1]], np.float32),
+                     visible=np.ones(2, bool), names=("a", "b"), where="--boxes", box=box, crop=crop)
+        return canvas_box(rec, (width, height), pre)
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    fx = (pre.canvas / pre.size - 1.0) / 2.0
+    return (x0 - fx * w, y0 - fx * h, x1 + fx * w, y1 + fx * h)
+
+
+def view_to_source(points: np.ndarray, box: Box, pre: Preprocess) -> np.ndarray:
+    """``(..., 2)`` view pixels → input-image pixels through ``box`` (see the module docstring)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    p = np.asarray(points, np.float64) + pre.margin
+    out = np.empty_like(p)
+    out[..., 0] = x0 + (p[..., 0] + 0.5) * (x1 - x0) / pre.canvas - 0.5
+    out[..., 1] = y0 + (p[..., 1] + 0.5) * (y1 - y0) / pre.canvas - 0.5
+    return out
+
+
+def norm_to_view(n: np.ndarray, size: int) -> np.ndarray:
+    """Normalised ``[-1, 1]`` model outputs → view pixels (``p = (n + 1)·(W − 1)/2``, the regression frame)."""
+    return (np.asarray(n, np.float64) + 1.0) * (size - 1) / 2.0

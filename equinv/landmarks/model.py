@@ -1,0 +1,188 @@
+"""A saved landmark model: a frozen feature source and a keypoint regressor, applied to images.
+
+A model directory holds two files; loading runs no code (safetensors + JSON only):
+
+* ``model.safetensors`` — the weights the model needs: ``source.*`` (the frozen trunk, and the projector,
+  NMF parts or DVE network of its source) and ``regressor.*`` (the keypoint regressor);
+* ``model.json`` — the format version, the feature source (:class:`~equinv.features.spec.FeatureSpec` and
+  what rebuilding it needs), the regressor's shape, the input size and normalisation, the framing of the
+  training data, the landmark names and left/right pairs, the training data and settings, validation metrics
+  beside the mean training shape's, and software versions.
+
+Predictions (:meth:`LandmarkModel.predict`) are in each input image's own pixels (x right, y down, pixel
+centres at integers), with a per-landmark confidence in (0, 1]: ``1 / (1 + s / (0.05·S))`` where ``s`` is the
+spread of the predicted point implied by its heat-maps (``KeypointRegressor.forward_with_spread``, in pixels of
+the ``S``-px view) — 1 for a sharp prediction, 1/2 when the spread equals the PCK threshold ``0.05·S``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from equinv.data.preprocess import Preprocess
+from equinv.errors import InputError
+from equinv.features.sources import source_skeleton
+from equinv.features.spec import FeatureSpec
+from equinv.features.stats import prepare_input
+from equinv.models.regressor import KeypointRegressor
+
+FORMAT = "equinv-landmark-model"
+FORMAT_VERSION = 1
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+def confidence(spread_px: Tensor, size: int) -> Tensor:
+    """``1 / (1 + s / (0.05·size))``: the confidence of a point whose spread is ``s`` view pixels."""
+    return 1.0 / (1.0 + spread_px / (0.05 * size))
+
+
+@dataclass
+class LandmarkModel:
+    """A frozen feature source and a trained regressor, with what using them on images needs.
+
+    Attributes:
+        source: the feature source (``maps(x)`` of normalised ``(B, 3, S, S)`` views).
+        regressor: the :class:`~equinv.models.regressor.KeypointRegressor`.
+        meta: the ``model.json`` content (see the module docstring).
+    """
+
+    source: nn.Module
+    regressor: KeypointRegressor
+    meta: dict
+
+    # -- what it is ------------------------------------------------------------------------------------------
+    @property
+    def landmark_names(self) -> list[str]:
+        """The names of the K landmarks, in output order."""
+        return list(self.meta["landmarks"]["names"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The view size and canvas context the model was trained with."""
+        f = self.meta["framing"]
+        return Preprocess(size=int(self.meta["input"]["image_size"]), context=float(f["context"]),
+                          box_scale=float(f["box_scale"]), landmark_scale=float(f["landmark_scale"]))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(self.regressor.parameters()).device
+
+    def to(self, device) -> LandmarkModel:
+        """Move the model to ``device`` (in place); returns it."""
+        self.source.to(device)
+        self.regressor.to(device)
+        return self
+
+    # -- applying it -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_views(self, views: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised ``[-1, 1]`` points ``(B, K, 2)`` and confidences ``(B, K)`` of uint8 ``(B, 3, S, S)`` views."""
+        size = int(self.meta["input"]["image_size"])
+        x = prepare_input(views, None, self.meta["input"]["stats"], self.device)
+        pts, spread = self.regressor.forward_with_spread(self.source.maps(x), int(self.meta["regressor"]["grid"]))
+        return pts.float().cpu(), confidence(spread.float().cpu() * (size - 1) / 2.0, size)
+
+    def predict(self, images, boxes=None, *, return_confidence: bool = False, batch: int = 32):
+        """Landmarks of ``images`` in each image's own pixels: ``(N, K, 2)`` numpy (and ``(N, K)`` confidences).
+
+        ``images``: paths, PIL images, ``(H, W, 3)`` uint8 arrays, or a float tensor batch ``(N, 3, H, W)`` in
+        [0, 1]; each is taken as the object crop (the whole image is the view) unless ``boxes`` gives an object
+        box ``(x0, y0, x1, y1)`` per image (framed as the training data framed its boxes, ``meta["framing"]``).
+        """
+        from equinv.landmarks.inputs import arrays_of, frame_arrays
+
+        arrays = arrays_of(images)
+        pts, conf = [], []
+        for s in range(0, len(arrays), batch):
+            chunk = arrays[s : s + batch]
+            bx = None if boxes is None else list(boxes)[s : s + batch]
+            views, frames = frame_arrays(chunk, self, bx)
+            p, c = self.predict_views(views)
+            pts.append(np.stack([f.to_source(q) for f, q in zip(frames, p.numpy(), strict=True)]))
+            conf.append(c.numpy())
+        out = np.concatenate(pts) if pts else np.zeros((0, len(self.landmark_names), 2))
+        cf = np.concatenate(conf) if conf else np.zeros((0, len(self.landmark_names)))
+        return (out, cf) if return_confidence else out
+
+    # -- saving and loading ----------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically, file by file)."""
+        from safetensors.torch import save_file
+
+        from equinv.records import write_json
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {f"source.{k}": v.detach().cpu().contiguous() for k, v in self.source.state_dict().items()}
+        tensors.update({f"regressor.{k}": v.detach().cpu().contiguous()
+                        for k, v in self.regressor.state_dict().items()})
+        tmp = d / f".{WEIGHTS}.tmp"
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        tmp.replace(d / WEIGHTS)
+        write_json(d / META, self.meta)
+        return d
+
+
+def _read_meta(d: Path) -> dict:
+    path = d / META
+    if not path.is_file():
+        raise InputError(f"not a landmark model directory (no {META}; make one with equinv fit)", d)
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"unreadable model description ({e})", path) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(f"not an equinv landmark model (format is not {FORMAT})", path)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(f"model format version {version} is newer than this equinv reads ({FORMAT_VERSION}): "
+                         "upgrade equinv", path)
+    return meta
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise InputError("model weights missing", path)
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+        raise InputError(f"unreadable or truncated model weights ({str(e).splitlines()[0][:120]})", path) from None
+
+
+def _load_state(module: nn.Module, state: dict[str, Tensor], what: str, path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError) as e:
+        first = str(e).splitlines()[0][:200]
+        raise InputError(f"{what} weights do not fit the model description ({first})", path) from None
+
+
+def load_model(directory: str | Path, device="cpu") -> LandmarkModel:
+    """The landmark model saved in ``directory`` (by ``equinv fit``), on ``device``."""
+    d = Path(directory)
+    meta = _read_meta(d)
+    tensors = _read_weights(d / WEIGHTS)
+    try:
+        spec = FeatureSpec.from_dict(meta["features"])
+        r = meta["regressor"]
+        source = source_skeleton(spec, meta.get("source_config") or {}, "cpu")
+        reg = KeypointRegressor(tuple(r["channels"]), int(r["n_landmarks"]), n_heatmaps=int(r["n_heatmaps"]),
+                                softargmax_mul=float(r["softargmax_mul"]),
+                                input_scale=torch.ones(sum(r["channels"])) if r.get("input_scale") else None,
+                                bias=bool(r.get("bias")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"malformed model description ({type(e).__name__}: {e})", d / META) from None
+    _load_state(source, {k[7:]: v for k, v in tensors.items() if k.startswith("source.")}, "feature source",
+                d / WEIGHTS)
+    _load_state(reg, {k[10:]: v for k, v in tensors.items() if k.startswith("regressor.")}, "regressor", d / WEIGHTS)
+    reg.eval()
+    return LandmarkModel(source, reg, meta).to(device)
