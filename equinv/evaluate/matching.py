@@ -10,6 +10,10 @@ For pairs of images (A, B) taken in dataset order (0, 1), (2, 3), ...:
   source: per-layer L2 normalisation of the bilinear hypercolumn, or a projected vector normalised as a whole);
 * each source landmark is rounded to the nearest 96-grid cell, its descriptor is dotted with every
   target pixel and the argmax (hard nearest neighbour) is the prediction;
+* the work streams batch by batch: the TPS₁ warps of a batch's 2P images are one call, TPS₂ of its P sources
+  another, its 3P views one pass through the source, and only the K landmark rows of the similarity are
+  formed, from the source's native maps (:mod:`equinv.features.similarity`: no ``D × 96²`` grid exists,
+  35 MB an image for the ResNet18 hypercolumn), so memory does not grow with the number of pairs;
 * error = Euclidean distance in the 70×70 DVE frame ``(n + 1)/2·69`` of the normalised coordinates
   ``n = 2·px/(W − 1) − 1`` (``match_error_*``) and in input pixels of the 96 frame (``match_error_*_px``);
   the mean runs over landmarks visible in source and target, over all pairs.
@@ -18,12 +22,14 @@ Deliberate differences from the reference: landmarks are moved through the warps
 sampling map, :func:`~equinv.augment.tps.warp_landmarks`) instead of KD-tree nearest pixel, and a
 landmark that leaves a view or sits on a fold is left out (counts are reported). The TPS draws of pair
 ``i`` come from a generator seeded with ``(seed, i)``, so the numbers do not depend on ``batch``
-(the reference seeds torch once and draws per batch of 2).
+(the reference seeds torch once and draws per batch of 2) beyond float rounding: a landmark whose best two
+target pixels tie to ~1e-7 in cosine may go to either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -31,6 +37,7 @@ from tqdm.auto import tqdm
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
+from equinv.features.similarity import GridDescriptors, argmax_points, read_cells
 
 DescriptorFn = Callable[[Tensor], Tensor]
 
@@ -42,12 +49,14 @@ def to_dve70(px: Tensor, size: int) -> Tensor:
 
 
 def _pair_params(n: int, start: int, seed: int, config) -> tuple[TPSParams, TPSParams]:
-    """TPS₁ and TPS₂ of images ``start .. start+n-1``, each from its own generator (batch-independent)."""
+    """TPS₁ of images ``start .. start+n-1`` and TPS₂ of the even ones (the sources), each image from its
+    own generator (batch-independent; an odd image's TPS₂ would be drawn after its TPS₁ and is never used)."""
     p1, p2 = [], []
     for i in range(start, start + n):
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
         p1.append(sample_tps(1, config, g))
-        p2.append(sample_tps(1, config, g))
+        if (i - start) % 2 == 0:
+            p2.append(sample_tps(1, config, g))
 
     def cat(ps: list[TPSParams]) -> TPSParams:
         return TPSParams(*(torch.cat([getattr(p, k) for p in ps]) for k in ("centers", "kernel_weights", "affine")))
@@ -55,37 +64,89 @@ def _pair_params(n: int, start: int, seed: int, config) -> tuple[TPSParams, TPSP
     return cat(p1), cat(p2)
 
 
-def _nn_match(src: Tensor, src_lm: Tensor, tgt: Tensor) -> Tensor:
-    """Hard NN: descriptors of ``src`` at rounded ``src_lm`` ``(P, K, 2)`` px vs every ``tgt`` pixel.
+@dataclass
+class PairViews:
+    """One batch of P pairs (A, B) at the final size, normalised; landmarks in pixels of the ``S`` frame.
 
-    Returns the argmax pixel ``(P, K, 2)`` (x, y) in the target frame.
+    ``src`` ``(P, 3, S, S)``: view 1 of each A; ``tgt`` ``(2P, 3, S, S)``: view 2 of A₀, B₀, A₁, B₁, …
+    (even rows: same identity, odd rows: different identity); ``*_lm`` ``(·, K, 2)``, ``*_vis`` ``(·, K)``.
     """
-    p, d, h, w = src.shape
-    ix = src_lm[..., 0].round().long().clamp(0, w - 1)
-    iy = src_lm[..., 1].round().long().clamp(0, h - 1)
-    flat = src.flatten(2)  # (P, D, HW)
-    q = flat.gather(2, (iy * w + ix)[:, None, :].expand(-1, d, -1))  # (P, D, K)
-    sim = torch.bmm(q.transpose(1, 2), tgt.flatten(2))  # (P, K, HW)
-    j = sim.argmax(-1)
-    return torch.stack(((j % w).float(), torch.div(j, w, rounding_mode="floor").float()), -1)
+
+    src: Tensor
+    src_lm: Tensor
+    src_vis: Tensor
+    tgt: Tensor
+    tgt_lm: Tensor
+    tgt_vis: Tensor
+
+
+def pair_views(dataset, images: Sequence[int], first: int, seed: int, tps, dev: torch.device, mean,
+               std) -> PairViews:
+    """The warped views of dataset items ``images`` (pairs ``(images[2i], images[2i+1])``), the first being image
+    ``first`` (even) of the run, which seeds the draws: all TPS₁ warps as one batch, then TPS₂ on the sources."""
+    items = dataset.__getitems__(list(images))
+    imgs = items["image"].to(dev).float().div_(255.0)
+    lm, vis = items["landmarks"].to(dev).float(), items["visible"].to(dev)
+    canvas, size, margin = imgs.shape[-1], dataset.pre.size, dataset.pre.margin
+    p1, p2 = (p.to(dev) for p in _pair_params(imgs.shape[0], first, seed, tps))
+    view2 = warp_images(imgs, p1)  # TPS₁(I)
+    view1 = warp_images(view2[0::2], p2)  # TPS₂(TPS₁(A)): the source views
+    lm2, ok2 = warp_landmarks(p1, lm, canvas, canvas, return_valid=True)
+    lm1, ok1 = warp_landmarks(p2, lm2[0::2], canvas, canvas, return_valid=True)
+    sl = slice(margin, margin + size)
+    return PairViews(normalize(view1[:, :, sl, sl], mean, std), lm1 - margin, vis[0::2] & ok2[0::2] & ok1,
+                     normalize(view2[:, :, sl, sl], mean, std), lm2 - margin, vis & ok2)
+
+
+def _predict_dense(descriptors: DescriptorFn, v: PairViews, chunk: int) -> Tensor:
+    """:func:`predict` for a plain descriptor function: ``chunk`` images' grids at a time, rows taken at once."""
+    rows = [read_cells(descriptors(x), lm).float() for x, lm in zip(v.src.split(chunk), v.src_lm.split(chunk),
+                                                                       strict=True)]
+    q = torch.cat(rows).repeat_interleave(2, 0)
+    preds = []
+    for x, qq in zip(v.tgt.split(chunk), q.split(chunk), strict=True):
+        t = descriptors(x)
+        preds.append(argmax_points(torch.bmm(qq, t.flatten(2).float()).unflatten(2, t.shape[-2:])))
+    return torch.cat(preds)
+
+
+def predict(descriptors: DescriptorFn, v: PairViews, storage: torch.dtype = torch.float32, chunk: int = 8) -> Tensor:
+    """Hard nearest-neighbour positions ``(2P, K, 2)`` (x, y px) of the sources' landmarks in every target.
+
+    A descriptor function with a ``grid`` method (:class:`~equinv.features.descriptors.SourceDescriptors`) runs
+    the whole batch through the source once and matches factorised (:class:`GridDescriptors`, its maps held in
+    ``storage``); any other callable is evaluated ``chunk`` images at a time and its grids dropped after their
+    similarity rows are taken.
+    """
+    grid = getattr(descriptors, "grid", None)
+    if grid is None:
+        return _predict_dense(descriptors, v, chunk)
+    p = v.src.shape[0]
+    g: GridDescriptors = grid(torch.cat((v.src, v.tgt))).to(storage)
+    queries = g.select(slice(0, p)).at(v.src_lm).repeat_interleave(2, 0)  # (2P, K, D): A's rows for A and B
+    return argmax_points(g.select(slice(p, None)).similarity(queries))
 
 
 @torch.no_grad()
 def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed: int = 1, batch: int = 16,
                  indices: Sequence[int] | None = None, device: str | torch.device | None = None,
-                 tps: str | TPSConfig = "eval", mean=FACE_MEAN, std=FACE_STD, progress: bool = True) -> dict:
+                 tps: str | TPSConfig = "eval", mean=FACE_MEAN, std=FACE_STD, progress: bool = True,
+                 storage: torch.dtype = torch.float32, chunk: int = 8) -> dict:
     """Mean landmark-matching errors, same and different identity (protocol §5a).
 
     Args:
         descriptor_fn: normalised images ``(B, 3, S, S)`` on ``device`` → descriptors ``(B, D, S, S)``
             (matching is a plain dot product: normalise inside, e.g.
-            :func:`~equinv.features.descriptors.descriptor_fn`).
+            :func:`~equinv.features.descriptors.descriptor_fn`, whose factorised form is used: see :func:`predict`).
         dataset: a :class:`~equinv.data.dataset.LandmarkDataset` (canvas items; ``dataset.pre`` gives the
             final size and margin).
         n_pairs: number of (A, B) pairs; images ``2i, 2i+1`` of ``indices`` (default: dataset order).
         seed: seed of the TPS draws (pair ``i`` uses ``(seed, i)``).
-        batch: pairs per forward pass.
+        batch: pairs per step: their 3·batch views go through the source in one call.
         tps: warp preset or :class:`TPSConfig` (``TPSConfig(0, 0, 0, 0, 0)`` is the identity).
+        storage: dtype the factorised descriptors are held in (float16 / bfloat16 halve them; similarities
+            are summed in float32 either way).
+        chunk: images per call of a plain descriptor function (bounds its memory at ``chunk`` grids).
 
     Returns:
         dict with ``match_error_same`` / ``match_error_diff`` (70-px DVE frame), ``match_error_same_px`` /
@@ -95,42 +156,22 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
     n_pairs = min(int(n_pairs), len(idx) // 2)
     if n_pairs < 1:
         raise ValueError("matching needs at least 2 images")
-    idx = idx[: 2 * n_pairs]
-    pre = dataset.pre
-    size, margin = pre.size, pre.margin
+    size = dataset.pre.size
     dev = torch.device(device) if device is not None else torch.device("cpu")
     sums = {"same": 0.0, "diff": 0.0, "same_px": 0.0, "diff_px": 0.0}
     counts = {"same": 0, "diff": 0}
     bar = tqdm(total=n_pairs, desc="match", unit="pair", disable=not progress, leave=False, dynamic_ncols=True)
     for start in range(0, n_pairs, batch):
         stop = min(n_pairs, start + batch)
-        items = dataset.__getitems__(idx[2 * start : 2 * stop])
-        imgs = items["image"].to(dev).float().div_(255.0)
-        lm, vis = items["landmarks"].to(dev).float(), items["visible"].to(dev)
-        canvas = imgs.shape[-1]
-        p1, p2 = _pair_params(imgs.shape[0], 2 * start, seed, tps)
-        p1, p2 = p1.to(dev), p2.to(dev)
-        view2 = warp_images(imgs, p1)  # TPS₁(I)
-        view1 = warp_images(view2, p2)  # TPS₂(TPS₁(I)), the source view (only A's is used)
-        lm2, ok2 = warp_landmarks(p1, lm, canvas, canvas, return_valid=True)
-        lm1, ok1 = warp_landmarks(p2, lm2, canvas, canvas, return_valid=True)
-        vis2, vis1 = vis & ok2, vis & ok2 & ok1
-        sl = slice(margin, margin + size)
-        v1 = normalize(view1[0::2, :, sl, sl], mean, std)
-        v2 = normalize(view2[:, :, sl, sl], mean, std)
-        lm1, lm2 = lm1 - margin, lm2 - margin
-        src = descriptor_fn(v1)
-        tgt = descriptor_fn(v2)
-        src_lm, src_vis = lm1[0::2], vis1[0::2]
-        for key, t_desc, t_lm, t_vis in (("same", tgt[0::2], lm2[0::2], vis2[0::2]),
-                                         ("diff", tgt[1::2], lm2[1::2], vis2[1::2])):
-            pred = _nn_match(src, src_lm, t_desc)
-            ok = src_vis & t_vis
-            d70 = (to_dve70(pred, size) - to_dve70(t_lm, size)).norm(dim=-1)
-            dpx = (pred - t_lm).norm(dim=-1)
-            sums[key] += float(d70[ok].sum())
-            sums[key + "_px"] += float(dpx[ok].sum())
-            counts[key] += int(ok.sum())
+        v = pair_views(dataset, idx[2 * start : 2 * stop], 2 * start, seed, tps, dev, mean, std)
+        pred = predict(descriptor_fn, v, storage, chunk)
+        ok = v.src_vis.repeat_interleave(2, 0) & v.tgt_vis
+        d70 = (to_dve70(pred, size) - to_dve70(v.tgt_lm, size)).norm(dim=-1)
+        dpx = (pred - v.tgt_lm).norm(dim=-1)
+        for key, rows in (("same", slice(0, None, 2)), ("diff", slice(1, None, 2))):
+            sums[key] += float(d70[rows][ok[rows]].sum())
+            sums[key + "_px"] += float(dpx[rows][ok[rows]].sum())
+            counts[key] += int(ok[rows].sum())
         bar.update(stop - start)
     bar.close()
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equinv.features.similarity import GridDescriptors
 from equinv.features.stats import prepare_input
 
 
@@ -58,10 +59,22 @@ def describe(images: Tensor, source: nn.Module, size: int, *, layerwise: bool = 
     return torch.cat(out)
 
 
-def descriptor_fn(source: nn.Module, size: int, layerwise: bool = True):
-    """``x ↦ descriptor_maps(source, x, size, layerwise)``: the descriptor function matching code takes."""
+class SourceDescriptors:
+    """``x ↦ descriptor_maps(source, x, size, layerwise)``, the descriptor function matching code takes; its
+    :meth:`grid` gives the same descriptors factorised (native maps, nothing of grid size: what
+    :func:`~equinv.evaluate.matching.match_errors` streams)."""
 
-    def fn(x: Tensor) -> Tensor:
-        return descriptor_maps(source, x, size, layerwise)
+    def __init__(self, source: nn.Module, size: int, layerwise: bool = True):
+        self.source, self.size, self.layerwise = source, size, layerwise
 
-    return fn
+    def __call__(self, x: Tensor) -> Tensor:
+        return descriptor_maps(self.source, x, self.size, self.layerwise)
+
+    def grid(self, x: Tensor) -> GridDescriptors:
+        """The descriptors of normalised inputs ``x`` as a :class:`~equinv.features.similarity.GridDescriptors`."""
+        return GridDescriptors(self.source.maps(x), self.size, self.layerwise)
+
+
+def descriptor_fn(source: nn.Module, size: int, layerwise: bool = True) -> SourceDescriptors:
+    """The descriptor function of ``source`` at ``size``² (a :class:`SourceDescriptors`)."""
+    return SourceDescriptors(source, size, layerwise)

@@ -77,5 +77,8 @@ def test_hypercolumn_matching_on_mafl(shared_data):
     hc = Hypercolumn(frozen_trunk("resnet18", None, seed=0))
     r = match_errors(descriptor_fn(hc, 96), ds, n_pairs=6, batch=3, progress=False)
     assert r["n_same"] > 20 and r["n_diff"] > 20
+    # the factorised similarity (the default) gives the materialised grids' result
+    dense = match_errors(lambda x: descriptor_fn(hc, 96)(x), ds, n_pairs=6, batch=3, chunk=3, progress=False)
+    assert dense == pytest.approx(r, rel=1e-6)
     # even random conv features match a slightly warped copy of the same face far better than another face
     assert r["match_error_same"] < 5.0 < r["match_error_diff"]
