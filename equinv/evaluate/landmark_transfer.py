@@ -152,10 +152,13 @@ def run_transfer(cfg: TransferConfig, out: str | Path) -> dict:
     stats = spec.stats or source.stats or stats_for_kind(tds.index.kind)
     kw = dict(layerwise=not cfg.whole_norm, stats=stats, device=dev)
     rdesc = describe(rb["image"], source, spec.grid, pre=rds.pre, **kw)
-    tdesc = describe(tb["image"], source, spec.grid, pre=tds.pre, batch=cfg.batch, **kw)
-    pred, score = transfer_landmarks(rdesc[0], torch.from_numpy(ref_lm).float(), tdesc, image_size=s,
-                                     soft=cfg.soft, return_scores=True)
-    pred, score = pred.cpu().numpy().astype(np.float64), score.cpu().numpy()
+    # one batch of target grids at a time (35 MB an image for a 96² hypercolumn): memory does not grow with N
+    per_batch = [transfer_landmarks(rdesc[0], torch.from_numpy(ref_lm).float(),
+                                    describe(tb["image"][i : i + cfg.batch], source, spec.grid, pre=tds.pre,
+                                             batch=cfg.batch, **kw),
+                                    image_size=s, soft=cfg.soft, return_scores=True) for i in range(0, n_t, cfg.batch)]
+    pred = torch.cat([p for p, _ in per_batch]).cpu().numpy().astype(np.float64)
+    score = torch.cat([sc for _, sc in per_batch]).cpu().numpy()
     labelled = not cfg.points and tuple(tds.names) == tuple(rds.names) and bool(tb["visible"].any())
     targets, errs, errs70 = _target_entries(tds, tb, pred, score, ref_vis, labelled, s)
     m = rds.pre.margin

@@ -86,6 +86,18 @@ def test_cli_match_random_init_writes_json_and_png(tmp_path):
     assert img.size[0] > 3 * 64 and img.size[1] > 2 * 64
 
 
+def test_transfer_streams_targets_batch_by_batch(tmp_path):
+    """Targets are described and matched one batch at a time: the batch size does not change the result."""
+    from equinv.evaluate.landmark_transfer import TransferConfig, run_transfer
+    from equinv.features.spec import FeatureSpec
+
+    runs = [run_transfer(TransferConfig("synthetic:8?size=64#1", "synthetic:8?size=64", FeatureSpec(backbone="random"),
+                                        max_targets=5, batch=b, n_figure=2, cell=32), tmp_path / str(b))
+            for b in (2, 32)]
+    assert [t["landmarks_96"] for t in runs[0]["targets"]] == [t["landmarks_96"] for t in runs[1]["targets"]]
+    assert len(runs[0]["targets"]) == 5
+
+
 def test_cli_match_unknown_backbone_is_input_error(tmp_path, capsys):
     rc = main(["match", "--backbone", str(tmp_path / "nope"), "--reference", "synthetic:4?size=64",
                "--targets", "synthetic:4?size=64", "--out", str(tmp_path), "--quiet", "--device", "cpu"])
