@@ -11,8 +11,8 @@ For pairs of images (A, B) taken in dataset order (0, 1), (2, 3), ...:
 * each source landmark is rounded to the nearest 96-grid cell, its descriptor is dotted with every
   target pixel and the argmax (hard nearest neighbour) is the prediction;
 * the work streams batch by batch: the TPS₁ warps of a batch's 2P images are one call, TPS₂ of its P sources
-  another, its 3P views one pass through the source, and only the K landmark rows of the similarity are
-  formed, from the source's native maps (:mod:`equinv.features.similarity`: no ``D × 96²`` grid exists,
+  another, its views go through the source ``chunk`` at a time, and only the K landmark rows of the similarity
+  are formed, from the source's native maps (:mod:`equinv.features.similarity`: no ``D × 96²`` grid exists,
   35 MB an image for the ResNet18 hypercolumn), so memory does not grow with the number of pairs;
 * error = Euclidean distance in the 70×70 DVE frame ``(n + 1)/2·69`` of the normalised coordinates
   ``n = 2·px/(W − 1) − 1`` (``match_error_*``) and in input pixels of the 96 frame (``match_error_*_px``);
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
-from equinv.features.similarity import GridDescriptors, argmax_points, read_cells
+from equinv.features.similarity import argmax_points, read_cells
 
 DescriptorFn = Callable[[Tensor], Tensor]
 
@@ -98,40 +98,45 @@ def pair_views(dataset, images: Sequence[int], first: int, seed: int, tps, dev: 
                      normalize(view2[:, :, sl, sl], mean, std), lm2 - margin, vis & ok2)
 
 
-def _predict_dense(descriptors: DescriptorFn, v: PairViews, chunk: int) -> Tensor:
-    """:func:`predict` for a plain descriptor function: ``chunk`` images' grids at a time, rows taken at once."""
-    rows = [read_cells(descriptors(x), lm).float() for x, lm in zip(v.src.split(chunk), v.src_lm.split(chunk),
-                                                                       strict=True)]
-    q = torch.cat(rows).repeat_interleave(2, 0)
-    preds = []
-    for x, qq in zip(v.tgt.split(chunk), q.split(chunk), strict=True):
-        t = descriptors(x)
-        preds.append(argmax_points(torch.bmm(qq, t.flatten(2).float()).unflatten(2, t.shape[-2:])))
-    return torch.cat(preds)
+class _Materialised:
+    """A plain descriptor function's ``(B, D, S, S)`` grids, read like a
+    :class:`~equinv.features.similarity.GridDescriptors` (raw dot products: the function normalises, if it means to).
+    """
+
+    def __init__(self, desc: Tensor):
+        self.desc = desc
+
+    def to(self, dtype: torch.dtype) -> _Materialised:
+        return _Materialised(self.desc.to(dtype))
+
+    def at(self, points: Tensor) -> Tensor:
+        return read_cells(self.desc, points).float()
+
+    def similarity(self, queries: Tensor) -> Tensor:
+        return torch.bmm(queries, self.desc.flatten(2).float()).unflatten(2, self.desc.shape[-2:])
 
 
-def predict(descriptors: DescriptorFn, v: PairViews, storage: torch.dtype = torch.float32, chunk: int = 8) -> Tensor:
+def predict(descriptors: DescriptorFn, v: PairViews, storage: torch.dtype = torch.float32, chunk: int = 16) -> Tensor:
     """Hard nearest-neighbour positions ``(2P, K, 2)`` (x, y px) of the sources' landmarks in every target.
 
-    A descriptor function with a ``grid`` method (:class:`~equinv.features.descriptors.SourceDescriptors`) runs
-    the whole batch through the source once and matches factorised (:class:`GridDescriptors`, its maps held in
-    ``storage``); any other callable is evaluated ``chunk`` images at a time and its grids dropped after their
-    similarity rows are taken.
+    Views go through the source ``chunk`` at a time, their descriptors held in ``storage`` only until their K
+    rows (sources) or their K similarity rows and argmax (targets) are taken. A descriptor function with a
+    ``grid`` method (:class:`~equinv.features.descriptors.SourceDescriptors`) is read factorised
+    (:class:`~equinv.features.similarity.GridDescriptors`: no ``D × S²`` grid for a hypercolumn); any other
+    callable's grids are materialised.
     """
-    grid = getattr(descriptors, "grid", None)
-    if grid is None:
-        return _predict_dense(descriptors, v, chunk)
-    p = v.src.shape[0]
-    g: GridDescriptors = grid(torch.cat((v.src, v.tgt))).to(storage)
-    queries = g.select(slice(0, p)).at(v.src_lm).repeat_interleave(2, 0)  # (2P, K, D): A's rows for A and B
-    return argmax_points(g.select(slice(p, None)).similarity(queries))
+    grid = getattr(descriptors, "grid", None) or (lambda x: _Materialised(descriptors(x)))
+    rows = [grid(x).to(storage).at(lm) for x, lm in zip(v.src.split(chunk), v.src_lm.split(chunk), strict=True)]
+    queries = torch.cat(rows).repeat_interleave(2, 0)  # (2P, K, D): A's rows, for A (same) and B (different)
+    return torch.cat([argmax_points(grid(x).to(storage).similarity(q))
+                      for x, q in zip(v.tgt.split(chunk), queries.split(chunk), strict=True)])
 
 
 @torch.no_grad()
 def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed: int = 1, batch: int = 16,
                  indices: Sequence[int] | None = None, device: str | torch.device | None = None,
                  tps: str | TPSConfig = "eval", mean=FACE_MEAN, std=FACE_STD, progress: bool = True,
-                 storage: torch.dtype = torch.float32, chunk: int = 8) -> dict:
+                 storage: torch.dtype = torch.float32, chunk: int = 16) -> dict:
     """Mean landmark-matching errors, same and different identity (protocol §5a).
 
     Args:
@@ -142,11 +147,11 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
             final size and margin).
         n_pairs: number of (A, B) pairs; images ``2i, 2i+1`` of ``indices`` (default: dataset order).
         seed: seed of the TPS draws (pair ``i`` uses ``(seed, i)``).
-        batch: pairs per step: their 3·batch views go through the source in one call.
+        batch: pairs per step (their TPS warps are one batch).
         tps: warp preset or :class:`TPSConfig` (``TPSConfig(0, 0, 0, 0, 0)`` is the identity).
-        storage: dtype the factorised descriptors are held in (float16 / bfloat16 halve them; similarities
-            are summed in float32 either way).
-        chunk: images per call of a plain descriptor function (bounds its memory at ``chunk`` grids).
+        storage: dtype descriptors are held in between the source and the similarity (float16 / bfloat16
+            halve them; similarities are summed in float32 either way).
+        chunk: views per call of the source (memory is bounded by ``chunk`` images' maps, not by ``n_pairs``).
 
     Returns:
         dict with ``match_error_same`` / ``match_error_diff`` (70-px DVE frame), ``match_error_same_px`` /

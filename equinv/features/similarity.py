@@ -118,9 +118,6 @@ class GridDescriptors:
     def channels(self) -> tuple[int, ...]:
         return tuple(int(m.shape[1]) for m in self.maps)
 
-    def __len__(self) -> int:
-        return int(self.maps[0].shape[0])
-
     def select(self, index) -> GridDescriptors:
         """The descriptors of images ``index`` (a slice or an index tensor)."""
         return GridDescriptors([m[index] for m in self.maps], self.size, self.layerwise)
@@ -165,9 +162,13 @@ class GridDescriptors:
             num = torch.bmm(q.to(m.dtype), m.flatten(2)).unflatten(2, m.shape[-2:])  # (B, K, h, w)
             if small:
                 num = F.interpolate(num, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            sq = _upsampled_sq_norm(m, self.size) if small else m.pow(2).sum(1)  # (B, S, S)
+                sq = _upsampled_sq_norm(m, self.size)  # (B, S, S)
+                norm = sq.sqrt()
+            else:
+                norm = torch.linalg.vector_norm(m, dim=1)  # as F.normalize takes it
+                sq = norm.square()
             if self.layerwise:
-                sim = sim + num / sq.sqrt().clamp_min(EPS)[:, None]
+                sim = sim + num / norm.clamp_min(EPS)[:, None]
             else:
                 nums, sq_norms = nums + num, sq_norms + sq
         return sim if self.layerwise else nums / sq_norms.sqrt().clamp_min(EPS)[:, None]

@@ -125,6 +125,8 @@ def test_matching_factorised_equals_materialised(tiny):
     dense = match_errors(lambda x: fn(x), tiny, n_pairs=4, batch=3, chunk=2, progress=False)
     assert factorised == pytest.approx(dense, rel=1e-6)
     assert match_errors(fn, tiny, n_pairs=4, batch=4, progress=False) == pytest.approx(factorised, rel=1e-6)
+    # the views' chunking bounds memory only: one view per source call gives the same result
+    assert match_errors(fn, tiny, n_pairs=4, batch=3, chunk=1, progress=False) == pytest.approx(factorised, rel=1e-6)
     half = match_errors(fn, tiny, n_pairs=4, batch=4, storage=torch.bfloat16, progress=False)
     assert half["n_same"] == factorised["n_same"]
     assert half["match_error_diff"] == pytest.approx(factorised["match_error_diff"], rel=0.05)
