@@ -108,7 +108,7 @@ def recompute_epochs(ds: LandmarkDataset, hc: Hypercolumn, stats: str, dev: torc
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="synthetic:512?size=96", help="training dataset spec (KIND:PATH[?options])")
     p.add_argument("--max-images", type=int, default=None, help="use the first N rows of --data (?limit=N)")
@@ -127,7 +127,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = _args()
     tune_allocator()  # as the equinv CLI does
     if args.threads:
         torch.set_num_threads(args.threads)
