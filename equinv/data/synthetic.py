@@ -43,8 +43,8 @@ import numpy as np
 from PIL import Image
 
 from equinv.data.paths import cache_root
+from equinv.data.reader_info import ReaderInfo
 from equinv.data.sample import LandmarkIndex, flip_permutation, make_record
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 #: Bump when the drawing changes, so old cached sets are not reused.
@@ -509,16 +509,6 @@ def _int_option(options: dict, key: str, default: int) -> int:
         raise InputError(f"synthetic: option {key}={raw!r} is not an integer") from None
 
 
-@register(
-    "synthetic",
-    "built-in synthetic faces with exact landmarks; PATH is the number of images (synthetic:512)",
-    {
-        "seed": "random seed (default 0)",
-        "size": "image side in pixels (default 128)",
-        "clutter": "1 draws random shapes behind the face, 0 a plain textured background (default 1)",
-    },
-    path_must_exist=False,
-)
 def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     try:
         n = int(str(path))
@@ -533,3 +523,16 @@ def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
         raise InputError(f"synthetic: option clutter must be 0 or 1, got {clutter}")
     _check_args(n, seed, size)
     return load_synthetic(generate_synthetic(n, seed, size, bool(clutter)), log)
+
+
+READER = ReaderInfo(
+    kind="synthetic",
+    fn=read_synthetic,
+    help="built-in synthetic faces with exact landmarks; PATH is the number of images (synthetic:512)",
+    options={
+        "seed": "random seed (default 0)",
+        "size": "image side in pixels (default 128)",
+        "clutter": "1 draws random shapes behind the face, 0 a plain textured background (default 1)",
+    },
+    path_must_exist=False,
+)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from equinv.data.image_io import image_size
-from equinv.data.readers import in_ranges, pop_choice, pop_path, pop_ranges, read_lines
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import in_ranges, pop_choice, pop_path, pop_ranges, read_lines
 from equinv.data.readers.mtfl import EYES, NAMES
 from equinv.data.sample import LandmarkIndex, make_record, parse_numbers
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 LIST_NAME = "list_landmarks_align_celeba.txt"
@@ -52,15 +52,6 @@ def _scale_of(w: int, h: int) -> float | None:
     return s if abs(h - FRAME[1] * s) <= 1.0 else None
 
 
-@register(
-    "celeba",
-    "aligned CelebA landmarks (PATH = folder with list_landmarks_align_celeba.txt and the images)",
-    {
-        "split": "all (default) | mafl_train | mafl_test | not_mafl (rows in neither MAFL list)",
-        "ids": "inclusive numeric id range(s), e.g. 9001-10000 or 1-100,200",
-        "images": "image folder (default: first of " + ", ".join(IMAGE_DIRS) + " found; relative to PATH)",
-    },
-)
 def read_celeba(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     if path.is_file():
         list_file, root = path, path.parent.parent if path.parent.name == "Anno" else path.parent
@@ -192,3 +183,15 @@ def read_celeba(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
             rec.meta["scale"] = s
             rec.landmarks = (xy * s).astype(np.float32)
     return LandmarkIndex("celeba", path, NAMES, records, eyes=EYES)
+
+
+READER = ReaderInfo(
+    kind="celeba",
+    fn=read_celeba,
+    help="aligned CelebA landmarks (PATH = folder with list_landmarks_align_celeba.txt and the images)",
+    options={
+        "split": "all (default) | mafl_train | mafl_test | not_mafl (rows in neither MAFL list)",
+        "ids": "inclusive numeric id range(s), e.g. 9001-10000 or 1-100,200",
+        "images": "image folder (default: first of " + ", ".join(IMAGE_DIRS) + " found; relative to PATH)",
+    },
+)

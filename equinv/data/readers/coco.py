@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from equinv.data.readers import pop_path, read_text
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import pop_path, read_text
 from equinv.data.sample import LandmarkIndex, make_record
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 _SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
@@ -104,15 +104,6 @@ def _finite(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-@register(
-    "coco",
-    "COCO-style keypoints JSON (PATH = the .json, or a folder holding exactly one)",
-    {
-        "json": "which .json in the PATH folder",
-        "images": "image folder (default: the JSON's folder; relative paths are relative to it)",
-        "category": "category name (or id) to read; required when categories differ in keypoints",
-    },
-)
 def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     jf = _json_file(path, options)
     img_dir = pop_path(options, "images", jf.parent) or jf.parent
@@ -233,3 +224,15 @@ def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     return LandmarkIndex(
         "coco", path, names, records, flip_perm=keypoint_flip_permutation(names), eyes=_eyes(names)
     )
+
+
+READER = ReaderInfo(
+    kind="coco",
+    fn=read_coco,
+    help="COCO-style keypoints JSON (PATH = the .json, or a folder holding exactly one)",
+    options={
+        "json": "which .json in the PATH folder",
+        "images": "image folder (default: the JSON's folder; relative paths are relative to it)",
+        "category": "category name (or id) to read; required when categories differ in keypoints",
+    },
+)

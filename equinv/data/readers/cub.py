@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from equinv.data.readers import in_ranges, pop_choice, pop_int, pop_ranges, read_lines
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import in_ranges, pop_choice, pop_int, pop_ranges, read_lines
 from equinv.data.sample import LandmarkIndex, make_record, parse_numbers
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 ROOT_NAME = "CUB_200_2011"
@@ -56,15 +56,6 @@ def _id_table(file: Path, what: str, ncols: int, cols: str, log: SkipLog, ids: d
     return out
 
 
-@register(
-    "cub",
-    "CUB-200-2011 birds, 15 parts (PATH = the CUB_200_2011 folder or one containing it)",
-    {
-        "split": "all (default) | train | test (train_test_split.txt)",
-        "classes": "inclusive class id range(s), e.g. 1-50",
-        "one_based": "0 (default): keep coordinates as given; 1: subtract 1",
-    },
-)
 def read_cub(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     root = _find_root(path)
     split = pop_choice(options, "split", "all", ("all", "train", "test"))
@@ -201,3 +192,15 @@ def read_cub(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
         )
         records.append(rec)
     return LandmarkIndex("cub", path, tuple(names), records)
+
+
+READER = ReaderInfo(
+    kind="cub",
+    fn=read_cub,
+    help="CUB-200-2011 birds, 15 parts (PATH = the CUB_200_2011 folder or one containing it)",
+    options={
+        "split": "all (default) | train | test (train_test_split.txt)",
+        "classes": "inclusive class id range(s), e.g. 1-50",
+        "one_based": "0 (default): keep coordinates as given; 1: subtract 1",
+    },
+)
