@@ -111,6 +111,7 @@ def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
 
 
 def color_jitter(images, brightness=0.4, contrast=0.4, saturation=0.4, generator=None) -> torch.Tensor:
+    """Random brightness, contrast and saturation factors per image, applied to ``(B, 3, H, W)`` in [0, 1]."""
     return apply_jitter(images, sample_jitter(images.shape[0], brightness, contrast, saturation, generator))
 
 
@@ -130,6 +131,7 @@ def apply_pca_lighting(images: torch.Tensor, offsets: torch.Tensor) -> torch.Ten
 
 
 def pca_lighting(images, alpha_std=0.1, generator=None) -> torch.Tensor:
+    """AlexNet PCA lighting noise: add ``eigvec · (α · eigval)``, ``α ~ N(0, alpha_std)`` per image."""
     return apply_pca_lighting(images, sample_pca_lighting(images.shape[0], alpha_std, generator))
 
 
@@ -292,11 +294,13 @@ def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -
 
 
 def jpeg_noise(images, generator=None) -> torch.Tensor:
+    """Re-encode every image as JPEG at a random quality (the reference's JPEG noise)."""
     return apply_jpeg(images, sample_jpeg(images.shape[0], images.shape[-1], generator))
 
 
 # ----------------------------------------------------------------------------- grayscale, normalise
 def sample_grayscale(batch: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(B,)`` bool: which images become grayscale, each with probability ``p``."""
     return torch.rand(batch, generator=generator) < p
 
 
@@ -307,12 +311,14 @@ def apply_grayscale(images: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean=FACE_MEAN, std=FACE_STD) -> torch.Tensor:
+    """``(x − mean) / std`` per channel of ``(B, 3, H, W)`` images."""
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     return (images - m) / s
 
 
 def denormalize(images: torch.Tensor, mean=FACE_MEAN, std=FACE_STD) -> torch.Tensor:
+    """The inverse of :func:`normalize`: ``x · std + mean`` per channel."""
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     return images * s + m

@@ -66,6 +66,7 @@ PRESETS = {"face_moco": face_moco, "bird_moco": bird_moco}
 
 
 class View(NamedTuple):
+    """One augmented view: images ``(B, 3, S, S)`` normalised, landmarks ``(B, K, 2)`` pixels, visible ``(B, K)``."""
     images: torch.Tensor  # (B, 3, final, final) normalised
     landmarks: torch.Tensor  # (B, K, 2) pixels in the final frame
     visible: torch.Tensor  # (B, K) bool, as given (invisible only where a flip/TPS says so)

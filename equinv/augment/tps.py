@@ -67,6 +67,7 @@ PRESETS: dict[str, TPSConfig] = {
 
 
 def get_config(config: str | TPSConfig) -> TPSConfig:
+    """A :class:`TPSConfig` from a preset name (``paper``, ``eval``, ``dve``) or as given."""
     if isinstance(config, TPSConfig):
         return config
     if config not in PRESETS:

@@ -28,6 +28,7 @@ from equinv.errors import InputError, SkipLog
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A parsed ``KIND:PATH[?key=value&...]`` dataset spec."""
     kind: str
     path: Path
     options: tuple[tuple[str, str], ...] = ()

@@ -602,6 +602,7 @@ def _int_option(options: dict, key: str, default: int) -> int:
 
 
 def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """``synthetic:N``: N generated faces with exact landmarks (generated once into the cache)."""
     try:
         n = int(str(path))
     except ValueError:

@@ -141,6 +141,7 @@ class Hourglass(nn.Module):
 
 
 def build_dve(arch: str, dim: int = 64) -> nn.Module:
+    """A DVE descriptor network: ``smallnet`` or ``hourglass`` with ``dim`` output channels."""
     if arch == "smallnet":
         return SmallNet(dim)
     if arch == "hourglass":
@@ -149,6 +150,7 @@ def build_dve(arch: str, dim: int = 64) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 

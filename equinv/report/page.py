@@ -82,18 +82,21 @@ class Link:
 
 @dataclass
 class Heading:
+    """A heading block of a page."""
     level: int
     text: str
 
 
 @dataclass
 class Text:
+    """A paragraph (``note``: rendered as a note)."""
     text: str
     note: bool = False
 
 
 @dataclass
 class Table:
+    """A table block: a header and rows of cells."""
     header: list[str]
     rows: list[list]
     #: (row, column) cells to emphasise (e.g. the best value of a column)
@@ -107,12 +110,14 @@ class Table:
 
 @dataclass
 class Image:
+    """A figure block: a file next to the page and its caption."""
     src: str
     caption: str
 
 
 @dataclass
 class Details:
+    """A collapsed block (HTML ``<details>``) holding preformatted text."""
     summary: str
     body: str
 

@@ -36,6 +36,7 @@ def _record(p: Path, folder: Path) -> Record:
 
 
 def read_folder(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """Every image under ``path`` (recursively, sorted), unlabeled, whole-image crop."""
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(

@@ -122,6 +122,8 @@ def _facepoint_boxes(folder: Path, log: SkipLog, off: float = 0.0) -> dict[str, 
 
 
 def read_mtfl(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """The MTFL 5-point list ``path`` (``training.txt``, ``testing.txt`` or ``?list=``): face-box crops (landmark-box
+    crops where no box is known, whole AFLW crops)."""
     list_file = _list_file(path, options, "training.txt", "MTFL list file")
     off = _one_based(options, 1)
     base = list_file.parent
@@ -194,6 +196,7 @@ def _image_root(list_file: Path, spec_path: Path, first_rel: str | None) -> Path
 
 
 def read_facepoint(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """A CNN_FacePoint 5-point list with face boxes (``?list=``, default the training list)."""
     list_file = _list_file(path, options, f"{FACEPOINT_DIR}/trainImageList.txt", "CNN_FacePoint list file")
     off = _one_based(options, 0)
     rows = []

@@ -132,6 +132,7 @@ def _read_boxes(f: Path, off: float, log: SkipLog) -> dict[str, Box]:
 
 
 def read_300w(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """Every ``.pts`` file under ``path`` beside its image (68 points), with ``boxes.csv`` boxes when present."""
     off = float(pop_int(options, "one_based", 1, (0, 1)))
     subset = options.pop("subset", None)
     root = path if path.is_dir() else path.parent
