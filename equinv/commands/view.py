@@ -67,7 +67,7 @@ def run_view(args: argparse.Namespace) -> tuple[Path, dict]:
     if not args.reference and not args.predictions:
         raise InputError("give --reference SPEC#i (correspondence and parts) and/or --predictions FILE.json")
     out = Path(args.out)
-    meta, data, images = {"command": "equinv view"}, {}, {}
+    meta, data, images = {}, {}, {}
     if args.reference:
         from equinv.view import correspondence
 
@@ -106,7 +106,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             same, total = s["agreement"]
             pca = f"{s['in_dim']} -> {s['dim']} dims by PCA (keeps {100 * s['pca_energy']:.1f} % of the energy)" \
                 if s["dim"] < s["in_dim"] else f"{s['dim']} dims"
-            print(f"{s['name']}: {pca}; the stored descriptors match as the full-precision ones on {same} / {total} "
+            print(f"{s['name']}: {pca}; the stored descriptors give the full-precision match on {same} / {total} "
                   "reference-landmark transfers")
         size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
         print(f"wrote {index} ({size / 2**20:.1f} MiB with its data; open it in a browser, no server needed)")

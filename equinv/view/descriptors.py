@@ -134,15 +134,14 @@ def compute(groups: Sequence[tuple[Tensor, object, str]], feats: Features, sourc
         return torch.cat(out)
     hc = _hypercolumn(feats, device)
     projector = load_projector(feats.projector, device) if source == "projected" else None
+    if projector is not None and tuple(projector.channels) != tuple(hc.channels):
+        raise InputError(f"reads channels {tuple(projector.channels)} but --arch {feats.arch} --layers {feats.layers} "
+                         f"gives {tuple(hc.channels)}: use the backbone the projector was trained on", feats.projector)
     parts = _parts_model(feats, hc, device) if source == "nmf" else None
     for images, pre, kind in groups:
         spec = DescriptorSpec(source, feats.grid, layerwise=True, stats=_stats(feats, kind))
-        try:
-            d = describe(images, hc, spec, projector=projector, parts=parts, pre=pre, device=device, batch=batch)
-        except RuntimeError as e:  # a projector trained on other channels fails inside its first conv
-            raise InputError(f"--projector does not fit this hypercolumn ({str(e).splitlines()[0]})",
-                             feats.projector) from None
-        out.append(d.cpu())
+        out.append(describe(images, hc, spec, projector=projector, parts=parts, pre=pre, device=device,
+                            batch=batch).cpu())
     return torch.cat(out)
 
 

@@ -1,4 +1,4 @@
-"""Write a viewer page: ``OUT/index.html``, ``view.js``, ``view.css`` (package files), ``data/*.js``, ``img/*``.
+"""Write a viewer page: ``OUT/index.html`` with its scripts and style (package files), ``data/*.js``, ``img/*``.
 
 Data files are scripts that assign ``window.EQV_DATA[name] = <JSON>``: the page loads them with
 ``<script>`` tags, which browsers allow from ``file://`` (``fetch`` of local files is blocked), so the
@@ -16,7 +16,7 @@ from PIL import Image
 
 from equinv import __version__
 
-STATIC = ("index.html", "view.js", "view.css")
+STATIC = ("index.html", "view.css", "common.js", "correspondence.js", "parts.js", "predictions.js", "view.js")
 
 
 def colormap(name: str = "inferno", n: int = 256) -> list[list[int]]:

@@ -43,7 +43,7 @@ def ui(chromium):
     assert problems == []
 
 
-@pytest.mark.parametrize("source", ["hypercolumn", "dve"])
+@pytest.mark.parametrize("source", ["hypercolumn", "projected", "nmf", "dve"])
 def test_clicked_reference_landmark_moves_markers_to_the_python_match(page, ui, source):
     use_source(ui, source)
     ref = read_data(page, "meta")["correspondence"]["images"][0]
@@ -94,7 +94,7 @@ def test_keyboard_picks_landmarks_moves_point_toggles_truth_and_source(ui):
     ui.locator("body").press("t")
     assert ui.locator("#targets .ring").count() > 0
     ui.locator("body").press("s")
-    ui.wait_for_function("document.getElementById('source').value === 'dve'")
+    ui.wait_for_function("document.getElementById('source').value === 'projected'")
 
 
 def test_parts_view_draws_python_part_labels(page, chromium):

@@ -15,24 +15,28 @@ from equinv.evaluate.transfer import transfer_landmarks
 from equinv.view import serve
 from equinv.view.correspondence import stored_descriptors
 from equinv.view.page import read_data
-from tests.view.conftest import GRID, REF
+from tests.view.conftest import GRID, REF, write_models
 
 
 def test_page_files_and_what_it_states(page):
-    for f in ("index.html", "view.js", "view.css", "data/meta.js", "data/desc_hypercolumn.js", "data/desc_dve.js",
+    for f in ("index.html", "view.js", "common.js", "view.css", "data/meta.js", "data/desc_hypercolumn.js",
+              "data/desc_projected.js", "data/desc_nmf.js", "data/desc_dve.js",
               "data/parts.js", "data/predictions.js", "img/0000.png", "img/0006.png", "img/pred_0000.jpg"):
         assert (page / f).is_file(), f
-    html = (page / "index.html").read_text() + (page / "view.js").read_text() + (page / "view.css").read_text()
+    html = "".join(f.read_text() for f in page.iterdir() if f.suffix in (".html", ".js", ".css"))
+    assert html.count("<script src=") == 6  # meta + 5 page scripts, all local files
     assert set(re.findall(r"https?://[^\s\"'`]+", html)) == {"http://www.w3.org/2000/svg"}  # a namespace; no CDN
     meta = read_data(page, "meta")
     c = meta["correspondence"]
     assert meta["backbone"] == "random" and c["grid"] == GRID and c["image_size"] == 96
     assert c["reference"] == {"spec": REF.split("#")[0], "index": 2, "path": c["images"][0]["path"]}
     assert c["targets"]["shown"] == 6 and len(c["images"]) == 7 and c["labelled"]
-    hc, dve = c["sources"]
+    hc, proj, nmf, dve = c["sources"]
     assert (hc["name"], hc["in_dim"], hc["dim"]) == ("hypercolumn", 960, 64) and 0 < hc["pca_energy"] <= 1
-    assert (dve["name"], dve["in_dim"], dve["dim"], dve["pca_energy"]) == ("dve", 16, 16, 1.0)
-    assert hc["shape"] == [7, GRID, GRID, 64]
+    assert [(s["name"], s["in_dim"], s["dim"], s["pca_energy"]) for s in (proj, nmf, dve)] == [
+        ("projected", 8, 8, 1.0), ("nmf", 6, 6, 1.0), ("dve", 16, 16, 1.0)]
+    assert hc["shape"] == [7, GRID, GRID, 64] and dve["shape"] == [7, GRID, GRID, 16]
+    assert "projector" in proj["what"] and "NMF" in nmf["what"] and "DVE" in dve["what"]
     assert c["parts"]["dim"] == 6
     parts = read_data(page, "parts")
     assert len(parts["labels"]) == len(parts["strength"])
@@ -78,6 +82,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "projected", "--out", out], "--projector")
     _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "dve", "--out", out], "DVE run")
     _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "sift", "--out", out], "unknown --source sift")
+    dve, proj, parts = write_models(tmp_path)
+    _fails(capsys, ["view", "--reference", "synthetic:4?size=64#0", "--source", "projected", "--projector", str(proj),
+                    "--layers", "3", "--out", out, "--quiet"], "reads channels (512, 256, 128, 64)", "--layers 3")
+    _fails(capsys, ["view", "--reference", "synthetic:4?size=64#0", "--parts", str(parts), "--layers", "3",
+                    "--out", out, "--quiet"], "fitted on 960-channel hypercolumns")
+    _fails(capsys, ["view", "--backbone", str(dve), "--reference", "synthetic:4#0", "--parts", str(parts),
+                    "--out", out], "not a DVE run")
     assert not (tmp_path / "o").exists()
 
 
