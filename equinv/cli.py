@@ -24,16 +24,25 @@ from equinv.commands import (
     pretrain_dve,
     project,
     report,
+    view,
 )
 from equinv.errors import InputError
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``equinv: error: <command>: argument --x: ...``, exit status 2."""
+
+    def error(self, message: str):
+        cmd = " ".join(self.prog.split()[1:])
+        self.exit(2, f"equinv: error: {cmd + ': ' if cmd else ''}{message} (see {self.prog} --help)\n")
+
+
 #: Every command, in help order.
-COMMANDS = (demo, data, pretrain, pretrain_dve, project, features, match, parts, eval, fit, predict, report)
+COMMANDS = (demo, data, pretrain, pretrain_dve, project, features, match, parts, eval, fit, predict, view, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``equinv`` parser with every command of :data:`COMMANDS`."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="equinv",
         description="Learn object-landmark representations from unlabeled images (Cheng, Su & Maji, ICCV 2021).",
     )
