@@ -1,0 +1,171 @@
+"""Side-by-side training curves and downstream numbers of the reference and equinv MoCo runs.
+
+    python experiments/parity/compare.py --run reference=/work/runs/parity/ref \\
+        --run equinv=/work/runs/parity/equinv_g1 --steps 75 \\
+        --downstream reference=/work/runs/parity/down/ref --downstream equinv=/work/runs/parity/down/equinv \\
+        --downstream random=/work/runs/parity/down/random \\
+        --figure docs/parity_curves.png --out experiments/parity/results
+
+Reads each run's ``log.jsonl`` (equinv's own, or the one ``run_reference.py`` writes with the same fields),
+keeps steps 1..``--steps``, and writes
+
+- ``OUT/curves.csv``: per step, loss / positive and negative similarity / top-1 / lr of every run;
+- ``OUT/summary.json``: per window of steps, each run's mean, and for the first run against each other
+  one the mean paired difference with its standard error (steps taken as independent: every step draws
+  its own batch and augmentation in each code, so step-to-step differences are the run-to-run noise);
+- ``--figure``: the four curves (raw and a running mean);
+- the same table as Markdown on stdout, with the downstream numbers (``regress/regression.json``: IOD %
+  on the validation and test parts; ``match/match.json``: same / different-identity matching error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+METRICS = ("loss", "pos_sim", "neg_sim", "acc")
+LABELS = {"loss": "InfoNCE loss", "pos_sim": "positive similarity q·k+", "neg_sim": "negative similarity q·queue",
+          "acc": "top-1 (positive ranked first)"}
+
+
+def read_log(run: Path, steps: int) -> dict[int, dict]:
+    rows = {}
+    for line in (run / "log.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["step"] <= steps:
+            rows[r["step"]] = r
+    return rows
+
+
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean of ``b − a`` and its standard error."""
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    m = mean(d)
+    se = math.sqrt(sum((v - m) ** 2 for v in d) / (len(d) - 1) / len(d)) if len(d) > 1 else float("nan")
+    return {"mean_diff": m, "se": se}
+
+
+def windows(steps: int, width: int) -> list[tuple[int, int]]:
+    return [(s, min(s + width - 1, steps)) for s in range(1, steps + 1, width)]
+
+
+def downstream(path: Path) -> dict:
+    out: dict = {}
+    reg = path / "regress" / "regression.json"
+    if reg.is_file():
+        r = json.loads(reg.read_text())
+        run = r["runs"][0]
+        out["iod"] = {spec: t["iod_error_percent"] for spec, t in run["tests"].items()}
+        out["selected_epoch"] = run["per_repeat"][0]["selected_epoch"]
+    mat = path / "match" / "match.json"
+    if mat.is_file():
+        m = json.loads(mat.read_text())
+        out["match_same"], out["match_diff"], out["pairs"] = m["match_error_same"], m["match_error_diff"], m["n_pairs"]
+    return out
+
+
+def plot(curves: dict[str, dict[int, dict]], steps: int, path: Path, smooth: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), dpi=90)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for ax, key in zip(axes, METRICS, strict=True):
+        for (name, rows), c in zip(curves.items(), colours, strict=False):
+            xs = sorted(rows)
+            ys = [rows[s][key] for s in xs]
+            ax.plot(xs, ys, color=c, alpha=0.3, lw=0.8)
+            run = [mean(ys[i - smooth + 1 : i + 1]) for i in range(smooth - 1, len(ys))]
+            ax.plot(xs[smooth - 1 :], run, color=c, lw=1.6, label=name)
+        ax.set_title(LABELS[key], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlim(1, steps)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"MoCo ResNet18, CelebA, batch 64: faint = per step, bold = mean of the last {smooth} steps",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR (first one is the baseline)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--window", type=int, default=25)
+    p.add_argument("--smooth", type=int, default=10)
+    p.add_argument("--downstream", action="append", default=[], help="NAME=DIR with regress/ and match/")
+    p.add_argument("--figure", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+
+    curves = {}
+    for item in a.run:
+        name, _, path = item.partition("=")
+        rows = read_log(Path(path), a.steps)
+        missing = [s for s in range(1, a.steps + 1) if s not in rows]
+        if missing:
+            raise SystemExit(f"{path}/log.jsonl lacks steps {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        curves[name] = rows
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curves.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step"] + [f"{n}_{k}" for n in curves for k in (*METRICS, "lr")])
+        for s in range(1, a.steps + 1):
+            w.writerow([s] + [f"{curves[n][s][k]:.6g}" for n in curves for k in (*METRICS, "lr")])
+
+    names = list(curves)
+    base = names[0]
+    summary: dict = {"steps": a.steps, "runs": names, "windows": []}
+    for lo, hi in windows(a.steps, a.window):
+        win: dict = {"steps": [lo, hi]}
+        for k in METRICS:
+            vals = {n: [curves[n][s][k] for s in range(lo, hi + 1)] for n in names}
+            win[k] = {n: mean(v) for n, v in vals.items()}
+            win[k]["diff_vs_" + base] = {n: paired(vals[base], vals[n]) for n in names[1:]}
+        summary["windows"].append(win)
+    summary["downstream"] = {}
+    for item in a.downstream:
+        name, _, path = item.partition("=")
+        summary["downstream"][name] = downstream(Path(path))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(curves, a.steps, Path(a.figure), a.smooth)
+
+    print("| steps | metric | " + " | ".join(names) + " | " +
+          " | ".join(f"{n} − {base} (± s.e.)" for n in names[1:]) + " |")
+    print("|---|---|" + "---|" * (2 * len(names) - 1))
+    for win in summary["windows"]:
+        lo, hi = win["steps"]
+        for k in METRICS:
+            cells = [f"{win[k][n]:.3f}" for n in names]
+            cells += [f"{d['mean_diff']:+.3f} ± {d['se']:.3f}" for d in win[k]["diff_vs_" + base].values()]
+            print(f"| {lo}–{hi} | {k} | " + " | ".join(cells) + " |")
+    if summary["downstream"]:
+        print()
+        print("| backbone | MTFL val IOD % | facepoint test IOD % | epoch | match same | match diff | pairs |")
+        print("|---|---|---|---|---|---|---|")
+        for name, d in summary["downstream"].items():
+            val = next((v for s, v in d.get("iod", {}).items() if "part=val" in s), None)
+            test = next((v for s, v in d.get("iod", {}).items() if "part=val" not in s), None)
+            cells = [f"{val:.2f}" if val is not None else "–", f"{test:.2f}" if test is not None else "–",
+                     str(d.get("selected_epoch", "–")),
+                     f"{d['match_same']:.2f}" if "match_same" in d else "–",
+                     f"{d['match_diff']:.2f}" if "match_diff" in d else "–", str(d.get("pairs", "–"))]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"wrote {out / 'curves.csv'}, {out / 'summary.json'}, {a.figure}")
+
+
+if __name__ == "__main__":
+    main()
