@@ -11,8 +11,9 @@ keeps steps 1..``--steps``, and writes
 
 - ``OUT/curves.csv``: per step, loss / positive and negative similarity / top-1 / lr of every run;
 - ``OUT/summary.json``: per window of steps, each run's mean, and for the first run against each other
-  one the mean paired difference with its standard error (steps taken as independent: every step draws
-  its own batch and augmentation in each code, so step-to-step differences are the run-to-run noise);
+  one the mean paired difference (its standard error too, but that treats steps as independent, which
+  they are not: the network state carries over, so it understates run-to-run noise; compare a second
+  seed of the same code instead);
 - ``--figure``: the four curves (raw and a running mean);
 - the same table as Markdown on stdout, with the downstream numbers (``regress/regression.json``: IOD %
   on the validation and test parts; ``match/match.json``: same / different-identity matching error).
@@ -114,17 +115,18 @@ def main() -> None:
     for item in a.run:
         name, _, path = item.partition("=")
         rows = read_log(Path(path), a.steps)
-        missing = [s for s in range(1, a.steps + 1) if s not in rows]
-        if missing:
-            raise SystemExit(f"{path}/log.jsonl lacks steps {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        curves[name] = rows
+        have = max(rows, default=0)
+        if have < 2 or [s for s in range(1, have + 1) if s not in rows]:
+            raise SystemExit(f"{path}/log.jsonl: steps 1..{have} are not all there")
+        curves[name] = rows  # a run may stop early: windows and differences use the steps it has
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "curves.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["step"] + [f"{n}_{k}" for n in curves for k in (*METRICS, "lr")])
         for s in range(1, a.steps + 1):
-            w.writerow([s] + [f"{curves[n][s][k]:.6g}" for n in curves for k in (*METRICS, "lr")])
+            w.writerow([s] + [f"{curves[n][s][k]:.6g}" if s in curves[n] else "" for n in curves
+                              for k in (*METRICS, "lr")])
 
     names = list(curves)
     base = names[0]
@@ -132,9 +134,10 @@ def main() -> None:
     for lo, hi in windows(a.steps, a.window):
         win: dict = {"steps": [lo, hi]}
         for k in METRICS:
-            vals = {n: [curves[n][s][k] for s in range(lo, hi + 1)] for n in names}
-            win[k] = {n: mean(v) for n, v in vals.items()}
-            win[k]["diff_vs_" + base] = {n: paired(vals[base], vals[n]) for n in names[1:]}
+            vals = {n: [curves[n][s][k] for s in range(lo, hi + 1) if s in curves[n]] for n in names}
+            win[k] = {n: mean(v) if len(v) == hi - lo + 1 else None for n, v in vals.items()}
+            win[k]["diff_vs_" + base] = {n: paired(vals[base], vals[n]) if win[k][n] is not None else None
+                                         for n in names[1:]}
         summary["windows"].append(win)
     summary["downstream"] = {}
     for item in a.downstream:
@@ -143,14 +146,14 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(curves, a.steps, Path(a.figure), a.smooth)
 
-    print("| steps | metric | " + " | ".join(names) + " | " +
-          " | ".join(f"{n} − {base} (± s.e.)" for n in names[1:]) + " |")
+    print("| steps | metric | " + " | ".join(names) + " | " + " | ".join(f"{n} − {base}" for n in names[1:]) + " |")
     print("|---|---|" + "---|" * (2 * len(names) - 1))
     for win in summary["windows"]:
         lo, hi = win["steps"]
         for k in METRICS:
-            cells = [f"{win[k][n]:.3f}" for n in names]
-            cells += [f"{d['mean_diff']:+.3f} ± {d['se']:.3f}" for d in win[k]["diff_vs_" + base].values()]
+            cells = [f"{win[k][n]:.3f}" if win[k][n] is not None else "–" for n in names]
+            diffs = win[k]["diff_vs_" + base].values()
+            cells += [f"{d['mean_diff']:+.3f}" if d else "–" for d in diffs]
             print(f"| {lo}–{hi} | {k} | " + " | ".join(cells) + " |")
     if summary["downstream"]:
         print()
