@@ -62,9 +62,11 @@ def downstream(path: Path) -> dict:
     reg = path / "regress" / "regression.json"
     if reg.is_file():
         r = json.loads(reg.read_text())
-        run = r["runs"][0]
-        out["iod"] = {spec: t["iod_error_percent"] for spec, t in run["tests"].items()}
-        out["selected_epoch"] = run["per_repeat"][0]["selected_epoch"]
+        rep = r["runs"][0]["per_repeat"][0]
+        out["tests"] = {spec: {"iod": t["iod_error_percent"], "pck": t["pck"],
+                               "mean_shape_iod": t.get("mean_shape_iod_error_percent")}
+                        for spec, t in rep["tests"].items()}
+        out["selected_epoch"] = rep["selected_epoch"]
     mat = path / "match" / "match.json"
     if mat.is_file():
         m = json.loads(mat.read_text())
@@ -157,12 +159,13 @@ def main() -> None:
             print(f"| {lo}–{hi} | {k} | " + " | ".join(cells) + " |")
     if summary["downstream"]:
         print()
-        print("| backbone | MTFL val IOD % | facepoint test IOD % | epoch | match same | match diff | pairs |")
-        print("|---|---|---|---|---|---|---|")
+        print("| backbone | test set | IOD % | PCK@0.05 % | mean shape IOD % | epoch (best val) | match same | "
+              "match diff | pairs |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, d in summary["downstream"].items():
-            val = next((v for s, v in d.get("iod", {}).items() if "part=val" in s), None)
-            test = next((v for s, v in d.get("iod", {}).items() if "part=val" not in s), None)
-            cells = [f"{val:.2f}" if val is not None else "–", f"{test:.2f}" if test is not None else "–",
+            spec, t = next(iter(d.get("tests", {}).items()), ("–", {}))
+            cells = [spec.split("?")[0], f"{t['iod']:.2f}" if t else "–", f"{t['pck']:.2f}" if t else "–",
+                     f"{t['mean_shape_iod']:.2f}" if t and t["mean_shape_iod"] is not None else "–",
                      str(d.get("selected_epoch", "–")),
                      f"{d['match_same']:.2f}" if "match_same" in d else "–",
                      f"{d['match_diff']:.2f}" if "match_diff" in d else "–", str(d.get("pairs", "–"))]
