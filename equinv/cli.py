@@ -28,6 +28,7 @@ from equinv.commands import (
 )
 from equinv.errors import InputError
 
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, ``equinv: error: <command>: argument --x: ...``, exit status 2."""
 
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from equinv.runtime import tune_allocator
 
     tune_allocator()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 0
     try:
         return int(args.fn(args) or 0)
     except InputError as e:

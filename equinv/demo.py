@@ -82,7 +82,8 @@ def _pretrain(out: Path, spec: str, epochs: int, dev: torch.device, seed: int) -
     from equinv.train.pretrain import PretrainConfig, pretrain
 
     t0 = time.perf_counter()
-    cfg = PretrainConfig(data=[spec], out=str(out), arch="resnet18", batch_size=64, epochs=epochs, size=96,
+    n = int(spec.split(":")[1].split("?")[0])
+    cfg = PretrainConfig(data=[spec], out=str(out), arch="resnet18", batch_size=min(64, n), epochs=epochs, size=96,
                          seed=seed, device=str(dev), ckpt_every=10_000, log_every=5)
     run = pretrain(cfg, progress=False)
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

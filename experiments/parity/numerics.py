@@ -195,17 +195,10 @@ def moco_check(T, spec: str, batch: int, lr: float, seed: int) -> dict:
             "reference64_vs_equinv": steps(ref64, ours)}
 
 
-def regressor_check(E, spec: str, batch: int, backbone: str | None, seed: int) -> list[dict]:
-    """One regressor step in both codes on identical frozen features; for M = 100 and M = 3."""
-    from models.keypoint_prediction import IntermediateKeypointPredictor
-    from models.loss import regression_loss as ref_regression_loss
-    from models.metric import inter_ocular_error
-
+def _regressor_inputs(spec: str, batch: int, backbone: str | None, seed: int):
+    """Normalised views, ``[-1, 1]`` targets, the reference encoder and equinv's hypercolumn of the same trunk."""
     from equinv.data.preprocess import center_view
-    from equinv.evaluate.metrics import iod_error
-    from equinv.evaluate.regression import regressor_step
     from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
-    from equinv.models.regressor import KeypointRegressor
 
     pre = Preprocess(size=96, context=FACE_CONTEXT)
     ds = LandmarkDataset(read_index(spec), pre)
@@ -217,7 +210,6 @@ def regressor_check(E, spec: str, batch: int, backbone: str | None, seed: int) -
     # the reference's target: kp_normalize(H, W, kp) = 2·kp/(W−1) − 1 of the same landmarks
     kp = torch.stack([torch.from_numpy(s.landmarks) for s in samples]).float()
     target = 2 * kp / 95 - 1
-
     trunk = frozen_trunk("resnet18", backbone, seed=seed)
     ref_net = reference_encoder("resnet18")
     ref_state = {"encoder.module." + k: v for k, v in trunk.state_dict().items()}
@@ -225,7 +217,20 @@ def regressor_check(E, spec: str, batch: int, backbone: str | None, seed: int) -
     if [k for k in missing if ".fc." not in k]:
         raise RuntimeError(f"trunk keys did not map to the reference: {missing[:5]}")
     ref_net.eval()
-    hc = Hypercolumn(trunk, size=48)
+    return x, target, ref_net, Hypercolumn(trunk, size=48)
+
+
+def regressor_check(E, spec: str, batch: int, backbone: str | None, seed: int) -> list[dict]:
+    """One regressor step in both codes on identical frozen features; for M = 100 and M = 3."""
+    from models.keypoint_prediction import IntermediateKeypointPredictor
+    from models.loss import regression_loss as ref_regression_loss
+    from models.metric import inter_ocular_error
+
+    from equinv.evaluate.metrics import iod_error
+    from equinv.evaluate.regressor_fit import regressor_step
+    from equinv.models.regressor import KeypointRegressor
+
+    x, target, ref_net, hc = _regressor_inputs(spec, batch, backbone, seed)
     with torch.no_grad():
         feat_ref = ref_net(x, 4, True, (48, 48))
         maps = hc.maps(x)

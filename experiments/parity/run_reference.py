@@ -90,7 +90,7 @@ def write_layout(spec: str, out: Path) -> tuple[Path, float, list[str]]:
     return root, scale, names
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference-dir", required=True, help="checkout of github.com/cvl-umass/contrast-landmark")
     p.add_argument("--data", required=True, help="equinv dataset spec of aligned CelebA images (one folder)")
@@ -112,25 +112,16 @@ def main() -> None:
                    help="initial weights and queue: equinv pretrain's for --seed (default) or the reference's own")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    a = p.parse_args()
+    return p.parse_args()
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    use_reference(a.reference_dir)
-    if a.export_epoch is not None:
-        export(out, a.arch, f"ckpt_epoch_{a.export_epoch}.pth", f"backbone_epoch{a.export_epoch}.safetensors")
-        return
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    root, scale, names = write_layout(a.data, out)
-    import train_moco as T  # the reference's script, imported as a module
 
+def _patch_reference(T, a: argparse.Namespace, scale: float, out: Path) -> dict:
+    """Swap the reference script's dataset, encoder, contrast and loss for logging / initialising versions."""
     init_state = init_queue = None
     if a.init == "equinv":
         eq_state, init_queue = initial_moco_state(a.arch, a.seed, a.queue, a.momentum, a.temperature)
         init_state = equinv_to_reference(eq_state)
 
-    top, side = round(30 * scale), round(178 * scale)
     ref_dataset, ref_encoder = T.CelebAPrunedAligned_MAFLVal, {"resnet18": T.InsResNet18, "resnet50": T.InsResNet50}
     ref_contrast, ref_loss, ref_adjust = T.MemoryMoCo, T.NCESoftmaxLoss, T.adjust_learning_rate
 
@@ -193,6 +184,23 @@ def main() -> None:
         dataset, LoggedMemoryMoCo, LoggedLoss, adjust)
     setattr(T, {"resnet18": "InsResNet18", "resnet50": "InsResNet50"}[a.arch], encoder)
 
+    return state
+
+
+def main() -> None:
+    a = _args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    use_reference(a.reference_dir)
+    if a.export_epoch is not None:
+        export(out, a.arch, f"ckpt_epoch_{a.export_epoch}.pth", f"backbone_epoch{a.export_epoch}.safetensors")
+        return
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    root, scale, names = write_layout(a.data, out)
+    import train_moco as T  # the reference's script, imported as a module
+
+    state = _patch_reference(T, a, scale, out)
     argv = [
         "train_moco.py", "--batch_size", str(a.batch_size), "--num_workers", str(a.workers),
         "--epochs", str(a.epochs), "--learning_rate", str(a.lr), "--nce_k", str(a.queue),
@@ -201,6 +209,7 @@ def main() -> None:
         "--model_path", str(out / "ckpt"), "--model_name", "moco", "--save_freq", "1",
     ] + ([] if a.no_cosine else ["--cosine"])
     sys.argv = argv
+    top, side = round(30 * scale), round(178 * scale)
     meta = {"argv": argv, "images": len(names), "crop_top_left_height_width": [top, 0, side, side]}
     (out / "reference_argv.json").write_text(json.dumps(meta))
     torch.manual_seed(a.seed)

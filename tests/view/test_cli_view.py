@@ -81,7 +81,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     _fails(capsys, ["view", "--out", out], "--reference", "--predictions")
     _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "projected", "--out", out], "--projector")
     _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "dve", "--out", out], "DVE run")
-    _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "sift", "--out", out], "--source", "unknown source sift")
+    _fails(capsys, ["view", "--reference", "synthetic:4#0", "--source", "sift", "--out", out],
+           "--source", "unknown source sift")
     dve, proj, parts = write_models(tmp_path)
     _fails(capsys, ["view", "--reference", "synthetic:4?size=64#0", "--source", "projected", "--projector", str(proj),
                     "--layers", "3", "--out", out, "--quiet"], "reads channels (512, 256, 128, 64)", "--arch/--layers")
