@@ -100,7 +100,7 @@ def raw_hypercolumn(hypercolumn, x: Tensor, size: int) -> Tensor:
 
 def load_projector(path: str | Path, device="cpu"):
     """A trained projector from a ``equinv project`` run dir or its ``.safetensors`` checkpoint."""
-    from equinv.train.projector import load_projector as _load
+    from equinv.models.projector import load_projector as _load
 
     proj, _ = _load(path, device)
     return proj
