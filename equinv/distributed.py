@@ -38,14 +38,17 @@ def is_dist() -> bool:
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_dist() else 0
 
 
 def world_size() -> int:
+    """The number of processes in the group (1 without one)."""
     return dist.get_world_size() if is_dist() else 1
 
 
 def is_main() -> bool:
+    """True on rank 0, the process that writes files and logs."""
     return rank() == 0
 
 
@@ -137,6 +140,7 @@ def setup(backend: str | None = None) -> torch.device:
 
 
 def cleanup() -> None:
+    """End the process group (if any)."""
     global _side_group
     if is_dist():
         dist.destroy_process_group()

@@ -86,5 +86,6 @@ class RunLog:
             self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
+        """Flush and close TensorBoard."""
         if self.writer is not None:
             self.writer.close()
