@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equinv import __version__
 from equinv.commands import (
     data,
     demo,
@@ -27,6 +26,7 @@ from equinv.commands import (
     view,
 )
 from equinv.errors import InputError
+from equinv.version import __version__
 
 
 class OneLineParser(argparse.ArgumentParser):

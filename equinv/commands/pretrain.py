@@ -30,19 +30,6 @@ def run(args: argparse.Namespace) -> int:
         return run_dve(args)
     if args.arch in DVE_ARCHS:
         raise InputError(f"--arch {args.arch} is a DVE network: add --method dve")
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = PretrainConfig.load(run_dir / "config.json")
-        cfg.out = str(run_dir)
-        for name in ("epochs", "workers", "device", "ckpt_every", "log_every"):
-            v = getattr(args, name)
-            if v is not None:
-                setattr(cfg, name, v)
-        cfg.max_minutes = args.max_minutes  # a budget belongs to one invocation, not to the run
-        pretrain(cfg, resume=True, progress=not args.quiet)
-        return 0
-    if not args.data:
-        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
     values = {
         f: getattr(args, f)
         for f in (
@@ -52,9 +39,13 @@ def run(args: argparse.Namespace) -> int:
         )
         if getattr(args, f) is not None
     }
+    if args.resume:  # only the options given on the command line: the library applies or refuses them
+        given = {**values, **({"data": list(args.data)} if args.data else {}), **({"flip": True} if args.flip else {})}
+        pretrain(PretrainConfig.resume(args.resume, given), resume=True, progress=not args.quiet)
+        return 0
+    if not args.data:
+        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
     cfg = PretrainConfig(data=list(args.data), out=args.out, flip=args.flip, **values)
-    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
-        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
     pretrain(cfg, progress=not args.quiet)
     return 0
 

@@ -27,9 +27,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from equinv import distributed as D
 from equinv.losses.infonce import info_nce
 from equinv.models.backbones import Encoder
-from equinv.train import distributed as D
 
 
 def grouped_forward(encoder: nn.Module, x: Tensor, groups: int, perm: Tensor | None = None) -> Tensor:

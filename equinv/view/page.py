@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from equinv import __version__
+from equinv.version import __version__
 
 STATIC = ("index.html", "view.css", "common.js", "correspondence.js", "parts.js", "predictions.js", "view.js")
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from equinv.checkpoint import save_checkpoint
 from equinv.cli import main
 from equinv.data.synthetic import NAMES, render_face
 from equinv.evaluate.parts import PartsModel
 from equinv.models.dve import build_dve, save_dve
 from equinv.models.projector import Projector
-from equinv.train.checkpoint import save_checkpoint
 from equinv.train.projector import ProjectConfig
 
 REF = "synthetic:8?size=64#2"
