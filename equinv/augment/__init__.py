@@ -6,15 +6,15 @@
 - :mod:`equinv.augment.recipes`: the view chains (``face_moco``, ``bird_moco``) and :func:`two_views`.
 
 Images ``(B, C, H, W)`` float in [0, 1]; landmarks ``(B, K, 2)`` pixel x, y (0-based, pixel centres at
-integers); visible ``(B, K)`` bool. Random parameters come from an explicit CPU ``torch.Generator``.
+integers; frames and conversions in :mod:`equinv.coords`); visible ``(B, K)`` bool. Random parameters come
+from an explicit CPU ``torch.Generator``.
 """
 
-from equinv.augment.geometric import inside
 from equinv.augment.recipes import View, ViewConfig, bird_moco, face_moco, make_view, two_views
 from equinv.augment.tps import PRESETS as TPS_PRESETS
 from equinv.augment.tps import dve_pair, matching_pair, random_tps
 
 __all__ = [
-    "TPS_PRESETS", "View", "ViewConfig", "bird_moco", "dve_pair", "face_moco", "inside", "make_view",
+    "TPS_PRESETS", "View", "ViewConfig", "bird_moco", "dve_pair", "face_moco", "make_view",
     "matching_pair", "random_tps", "two_views",
 ]

@@ -40,6 +40,7 @@ from numpy.lib.format import open_memmap
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from equinv import coords as C
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import parse_spec, read_index
@@ -221,11 +222,6 @@ class FeatureSet:
         return out
 
 
-def normalise_points(kp: Tensor, width: int) -> Tensor:
-    """Final-view pixels → ``[-1, 1]``: ``kp_n = 2·kp/(W−1) − 1`` (protocol §4)."""
-    return 2.0 * kp / (width - 1) - 1.0
-
-
 def _feature_key(spec: str, trunk_id: str, taps, pre: Preprocess, extra: str = "") -> str:
     h = hashlib.sha256(json.dumps([spec, trunk_id, list(taps), pre.as_dict(), extra], sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -293,7 +289,7 @@ def extract_features(ds: LandmarkDataset, source, stats: str, device, *, batch: 
                 m[lo:hi] = o16.numpy()
             else:
                 m[lo:hi] = o16
-        landmarks[lo:hi] = normalise_points(view["landmarks"].float(), pre.size)
+        landmarks[lo:hi] = C.points_to_norm(view["landmarks"].float(), pre.size, align_corners=True)
         visible[lo:hi] = view["visible"]
         bar.update(x.shape[0])
     bar.close()
@@ -330,8 +326,8 @@ def evaluate_predictions(pred: Tensor, fs: FeatureSet, *, image_size: int = 96, 
         res["per_landmark"] = torch.nanmean(per_landmark_errors(pred, gt, fs.eyes, vis), 0).tolist()
     else:
         res["iod_error_percent"] = None
-    to_px = (image_size - 1) / 2.0
-    p = pck((pred + 1) * to_px, (gt + 1) * to_px, vis, image_size, alpha)
+    pred_px, gt_px = (C.points_from_norm(t, image_size, align_corners=True) for t in (pred, gt))
+    p = pck(pred_px, gt_px, vis, image_size, alpha)
     res["pck"] = p["pck"]
     res["pck_per_landmark"] = p["per_landmark"]
     if fs.eyes is None:
@@ -423,7 +419,7 @@ def _live_batch(ds: LandmarkDataset, rows, stats: str, device, tps: bool = False
         b = {"image": img.clamp(0, 1), "landmarks": lm, "visible": vis}
     view = final_view(b, ds.pre)
     x = prepare_input(view["image"], None, stats, device)
-    return x, normalise_points(view["landmarks"].float(), ds.pre.size), view["visible"]
+    return x, C.points_to_norm(view["landmarks"].float(), ds.pre.size, align_corners=True), view["visible"]
 
 
 def label_set(ds: LandmarkDataset, spec: str = "", batch: int = 256) -> FeatureSet:
@@ -431,7 +427,7 @@ def label_set(ds: LandmarkDataset, spec: str = "", batch: int = 256) -> FeatureS
     lms, viss = [], []
     for s in range(0, len(ds), batch):
         b = final_view(ds.__getitems__(list(range(s, min(s + batch, len(ds))))), ds.pre)
-        lms.append(normalise_points(b["landmarks"].float(), ds.pre.size))
+        lms.append(C.points_to_norm(b["landmarks"].float(), ds.pre.size, align_corners=True))
         viss.append(b["visible"])
     return FeatureSet([], torch.cat(lms), torch.cat(viss), getattr(ds, "eyes", None), spec, 0)
 

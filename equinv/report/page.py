@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from equinv import coords as C
 from equinv.errors import InputError
 
 #: Record files an evaluation directory may hold, by kind.
@@ -347,7 +348,7 @@ def load_view_images(spec: str, n: int, size: int = 96, gt: np.ndarray | None = 
         return None, f"the test images of {spec} are not readable ({type(e).__name__}: {msg})"
     images = view["image"].permute(0, 2, 3, 1).numpy()
     if gt is not None:
-        lm = 2.0 * view["landmarks"].float().numpy() / (size - 1) - 1.0
+        lm = C.points_to_norm(view["landmarks"].float().numpy(), size, align_corners=True)
         vis = view["visible"].numpy()
         g = np.asarray(gt)[:m]
         v = vis if visible is None else np.asarray(visible, bool)[:m]
@@ -359,8 +360,8 @@ def load_view_images(spec: str, n: int, size: int = 96, gt: np.ndarray | None = 
 
 
 def _to_px(p: np.ndarray, size: int) -> np.ndarray:
-    """Normalised ``[-1, 1]`` → final-view pixels: ``px = (n + 1)·(size − 1)/2``."""
-    return (np.asarray(p, np.float64) + 1.0) * (size - 1) / 2.0
+    """Saved normalised ``[-1, 1]`` points (``align_corners=True``) → float64 pixels of the ``size`` final view."""
+    return C.points_from_norm(np.asarray(p, np.float64), size, align_corners=True)
 
 
 def _image_errors(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, eyes, size: int) -> list[str]:
