@@ -3,7 +3,7 @@
 Every landmark index gets a fixed colour from :data:`PALETTE` (the same index has the same colour on
 every cell and every sheet); invisible points are not drawn. Landmarks use the equinv convention
 (0-based pixel centres, x then y) and are mapped through the same scaling as the pixels:
-``x' = (x + 0.5)·s − 0.5``.
+``x' = (x + 0.5)·s − 0.5`` (:func:`equinv.coords.rescale`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from equinv import coords as C
 
 #: Qualitative palette (Tableau 10, then lighter/darker variants); index k -> RGB.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -101,6 +103,58 @@ def cell_geometry(h: int, w: int, cell: int) -> tuple[float, int, int]:
     return s, (cell - nw) // 2, (cell - nh) // 2
 
 
+def _legend_layout(names: Sequence[str], width: int, r: int, font) -> list[list[int]]:
+    """Landmark indices per legend line: as many ``k:name`` entries per line as fit in ``width``."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[list[int]] = []
+    x, line = PAD, []
+    for k, nm in enumerate(names):
+        w = 2 * r + 4 + probe.textlength(f"{k}:{nm}", font=font) + 10
+        if line and x + w > width - PAD:
+            lines.append(line)
+            x, line = PAD, []
+        line.append(k)
+        x += w
+    lines.append(line)
+    return lines
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, lines: list[list[int]], names: Sequence[str], y: int, r: int,
+                 font) -> None:
+    """The legend laid out by :func:`_legend_layout`, from sheet row ``y`` down: a dot and ``k:name`` each."""
+    for line in lines:
+        x = PAD
+        for k in line:
+            draw.ellipse((x, y + 3, x + 2 * r, y + 3 + 2 * r), fill=landmark_colour(k), outline=FG)
+            x += 2 * r + 4
+            text = f"{k}:{names[k]}"
+            draw.text((x, y), text, fill=FG, font=font)
+            x += draw.textlength(text, font=font) + 10
+        y += LABEL_H
+
+
+def _draw_landmarks(draw: ImageDraw.ImageDraw, sample, cell_xy: tuple[int, int], offset: tuple[int, int],
+                    scale: tuple[float, float], cell: int, r: int) -> None:
+    """Dots at ``sample``'s visible landmarks (image pixels), mapped as its image was pasted.
+
+    The image was resized by ``scale`` (x, y) and pasted at ``cell_xy + offset`` on the sheet; points far
+    outside their own cell are skipped so they do not paint on a neighbour.
+    """
+    cx0, cy0 = cell_xy
+    lm = np.asarray(sample.landmarks, dtype=np.float64).reshape(-1, 2)
+    vis = np.asarray(sample.visible, dtype=bool).reshape(-1)
+    for k in range(lm.shape[0]):
+        if not vis[k] or not np.isfinite(lm[k]).all():
+            continue
+        x = cx0 + offset[0] + C.rescale(lm[k, 0], scale[0])
+        y = cy0 + offset[1] + C.rescale(lm[k, 1], scale[1])
+        if not (cx0 - r <= x <= cx0 + cell + r and cy0 - r <= y <= cy0 + cell + r):
+            continue
+        xi, yi = round(x), round(y)
+        draw.ellipse((xi - r - 1, yi - r - 1, xi + r + 1, yi + r + 1), fill=FG)
+        draw.ellipse((xi - r, yi - r, xi + r, yi + r), fill=landmark_colour(k))
+
+
 def contact_sheet(
     samples: Sequence,
     path: str | Path,
@@ -141,19 +195,7 @@ def contact_sheet(
     title_h = LABEL_H + PAD if title else 0
     width = PAD + cols * (cell + PAD)
     grid_h = rows * (cell + LABEL_H + PAD)
-    # legend layout: as many entries per line as fit
-    legend_lines: list[list[int]] = []
-    if legend and names:
-        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        x, line = PAD, []
-        for k, nm in enumerate(names):
-            w = 2 * r + 4 + probe.textlength(f"{k}:{nm}", font=font) + 10
-            if line and x + w > width - PAD:
-                legend_lines.append(line)
-                x, line = PAD, []
-            line.append(k)
-            x += w
-        legend_lines.append(line)
+    legend_lines = _legend_layout(names, width, r, font) if legend and names else []
     legend_h = len(legend_lines) * LABEL_H + (PAD if legend_lines else 0)
     height = PAD + title_h + grid_h + legend_h
 
@@ -177,35 +219,14 @@ def contact_sheet(
         if (nw, nh) != (w, h):
             pil = pil.resize((nw, nh), Image.BILINEAR if sc > 1 else Image.BOX)
         sheet.paste(pil, (cx0 + ox, cy0 + oy))
-        lm = np.asarray(s.landmarks, dtype=np.float64).reshape(-1, 2)
-        vis = np.asarray(s.visible, dtype=bool).reshape(-1)
-        sx, sy = nw / w, nh / h
-        for k in range(lm.shape[0]):
-            if not vis[k] or not np.isfinite(lm[k]).all():
-                continue
-            x = cx0 + ox + (lm[k, 0] + 0.5) * sx - 0.5
-            y = cy0 + oy + (lm[k, 1] + 0.5) * sy - 0.5
-            if not (cx0 - r <= x <= cx0 + cell + r and cy0 - r <= y <= cy0 + cell + r):
-                continue  # far outside its own cell: do not paint on a neighbour
-            xi, yi = round(x), round(y)
-            draw.ellipse((xi - r - 1, yi - r - 1, xi + r + 1, yi + r + 1), fill=FG)
-            draw.ellipse((xi - r, yi - r, xi + r, yi + r), fill=landmark_colour(k))
+        _draw_landmarks(draw, s, (cx0, cy0), (ox, oy), (nw / w, nh / h), cell, r)
         if labels is not None:
             text = str(labels[i])
         else:
             text = Path(str(getattr(s, "source", "") or "")).name or f"#{i}"
         draw.text((cx0, cy0 + cell + 1), _shorten(text, font, cell, draw), fill=FG, font=font)
 
-    y = PAD + title_h + grid_h
-    for line in legend_lines:
-        x = PAD
-        for k in line:
-            draw.ellipse((x, y + 3, x + 2 * r, y + 3 + 2 * r), fill=landmark_colour(k), outline=FG)
-            x += 2 * r + 4
-            text = f"{k}:{names[k]}"
-            draw.text((x, y), text, fill=FG, font=font)
-            x += draw.textlength(text, font=font) + 10
-        y += LABEL_H
+    _draw_legend(draw, legend_lines, names, PAD + title_h + grid_h, r, font)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
