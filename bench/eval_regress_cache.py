@@ -30,12 +30,13 @@ import warnings
 import numpy as np
 import torch
 
+from equinv import coords as C
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import SkipLog
 from equinv.evaluate.regressor_fit import regressor_step, train_regressor
-from equinv.features.cache import extract_features, normalise_points
+from equinv.features.cache import extract_features
 from equinv.features.stats import prepare_input, stats_for_kind
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 from equinv.models.regressor import KeypointRegressor
@@ -98,7 +99,7 @@ def recompute_epochs(ds: LandmarkDataset, hc: Hypercolumn, stats: str, dev: torc
                 maps = hc.maps(prepare_input(view["image"], None, stats, dev))
             _sync(dev)
             trunk_s += time.perf_counter() - t1
-            gt = normalise_points(view["landmarks"].float(), ds.pre.size).to(dev)
+            gt = C.points_to_norm(view["landmarks"].float(), ds.pre.size, align_corners=True).to(dev)
             vis = view["visible"].to(dev)
             total += regressor_step(reg, opt, maps, gt, vis, grid)
             steps += 1
@@ -108,7 +109,7 @@ def recompute_epochs(ds: LandmarkDataset, hc: Hypercolumn, stats: str, dev: torc
     return out
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="synthetic:512?size=96", help="training dataset spec (KIND:PATH[?options])")
     p.add_argument("--max-images", type=int, default=None, help="use the first N rows of --data (?limit=N)")
@@ -127,7 +128,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = _args()
     tune_allocator()  # as the equinv CLI does
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,9 @@ Use a fitted landmark model from Python::
     points = model.predict(["a.jpg", "b.png"])     # (N, K, 2), pixels of each image
 """
 
-__version__ = "0.1.0"
+from equinv.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(model_dir, device="cpu"):

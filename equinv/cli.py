@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equinv import __version__
 from equinv.commands import (
     data,
     demo,
@@ -24,16 +23,27 @@ from equinv.commands import (
     pretrain_dve,
     project,
     report,
+    view,
 )
 from equinv.errors import InputError
+from equinv.version import __version__
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, ``equinv: error: <command>: argument --x: ...``, exit status 2."""
+
+    def error(self, message: str):
+        cmd = " ".join(self.prog.split()[1:])
+        self.exit(2, f"equinv: error: {cmd + ': ' if cmd else ''}{message} (see {self.prog} --help)\n")
+
 
 #: Every command, in help order.
-COMMANDS = (demo, data, pretrain, pretrain_dve, project, features, match, parts, eval, fit, predict, report)
+COMMANDS = (demo, data, pretrain, pretrain_dve, project, features, match, parts, eval, fit, predict, view, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``equinv`` parser with every command of :data:`COMMANDS`."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="equinv",
         description="Learn object-landmark representations from unlabeled images (Cheng, Su & Maji, ICCV 2021).",
     )
@@ -49,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from equinv.runtime import tune_allocator
 
     tune_allocator()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 0
     try:
         return int(args.fn(args) or 0)
     except InputError as e:

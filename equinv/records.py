@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torchvision
 
-import equinv
+from equinv.version import __version__
 
 #: Test images saved (as their final views) with every evaluation, for the report's figures.
 N_SHOW = 16
@@ -29,7 +29,7 @@ def software_versions() -> dict:
     import sklearn
 
     return {
-        "equinv": equinv.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        "equinv": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
         "torchvision": torchvision.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -45,8 +45,14 @@ def test_bad_preprocessing_option(capsys):
 
 def test_demo_writes_figures_and_summary(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "16"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "16", "--epochs", "1", "--labelled", "8", "--steps", "10"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 16 and summary["view_shape"] == [16, 3, 96, 96]
+    assert summary["pretraining"]["steps"] == 1 and summary["labelled"] == 8
+    iod = summary["held_out_iod_percent"]
+    assert set(iod) == {"pretrained", "random_init", "mean_shape"} and all(0 < v < 100 for v in iod.values())
     for name in summary["figures"]:
         assert Image.open(out / name).size[0] > 100
+    from equinv.landmarks.model import load_model
+
+    assert load_model(out / "model").landmark_names[0] == "left_eye"

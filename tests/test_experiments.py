@@ -147,6 +147,17 @@ def test_resume_and_budget_rules(tmp_path):
     assert M.spent_seconds({"attempts": tries}, a) == 5.0
 
 
+
+def test_training_step_started_without_checkpoint_starts_afresh(tmp_path):
+    """Training refuses a directory that holds a run: a step killed before its first checkpoint is moved aside."""
+    a = Step("a", ["data", "kinds"], str(tmp_path / "a"), ["out.txt"], resume_argv=["pretrain", "--resume"])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/config.json").write_text("{}")
+    M.write_marker(a, {"status": "running", "argv": ["data", "kinds"]})
+    assert step_state(a, {"a": a}) == ("stale", "started but never checkpointed: starts afresh")
+    run_plan([a], in_process=True, echo=lambda _: None)
+    assert not (tmp_path / "a/config.json").exists() and list(tmp_path.glob("a.stale-*/config.json"))
+
 # -- (c) results page and claims on fake outputs ---------------------------------------------------------------
 def _fake_regression(step: Step, values: dict[str, float], pck: float | None = None,
                      mean_shape: dict[str, float] | None = None) -> None:

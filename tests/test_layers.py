@@ -37,3 +37,12 @@ def _long_functions(root: Path) -> list[str]:
 def test_no_function_is_over_80_lines_outside_tests():
     long = [f for d in ("equinv", "bench", "experiments") for f in _long_functions(REPO / d)]
     assert not long, "\n".join(long)
+
+
+def test_the_cli_lists_the_architectures_the_models_have():
+    """The parser keeps its own copy of the names (parsing must not import torch): it must agree."""
+    from equinv.commands.options import ARCH_NAMES, DVE_ARCHS
+    from equinv.models.backbones import ARCHS
+    from equinv.models.dve import ARCHS as DVE
+
+    assert ARCH_NAMES == tuple(ARCHS) and DVE_ARCHS == tuple(DVE)

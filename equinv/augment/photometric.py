@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 
+from equinv import coords as C
+
 FACE_MEAN = (0.5084, 0.4224, 0.3769)
 FACE_STD = (0.2599, 0.2371, 0.2323)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,6 +113,7 @@ def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
 
 
 def color_jitter(images, brightness=0.4, contrast=0.4, saturation=0.4, generator=None) -> torch.Tensor:
+    """Random brightness, contrast and saturation factors per image, applied to ``(B, 3, H, W)`` in [0, 1]."""
     return apply_jitter(images, sample_jitter(images.shape[0], brightness, contrast, saturation, generator))
 
 
@@ -130,6 +133,7 @@ def apply_pca_lighting(images: torch.Tensor, offsets: torch.Tensor) -> torch.Ten
 
 
 def pca_lighting(images, alpha_std=0.1, generator=None) -> torch.Tensor:
+    """AlexNet PCA lighting noise: add ``eigvec · (α · eigval)``, ``α ~ N(0, alpha_std)`` per image."""
     return apply_pca_lighting(images, sample_pca_lighting(images.shape[0], alpha_std, generator))
 
 
@@ -272,7 +276,7 @@ def _resize_into_canvas(images: torch.Tensor, r: torch.Tensor, side: int) -> tor
     """Resample image b to the top-left ``r_b × r_b`` of a ``side × side`` canvas (border-replicated)."""
     dev = images.device
     c = torch.arange(side, device=dev, dtype=torch.float64)
-    g = 2 * (c[None] + 0.5) / r.reshape(-1, 1) - 1  # canvas pixel c -> normalised image coordinate
+    g = C.pix_to_norm(c[None], r.reshape(-1, 1))  # canvas pixel c -> normalised coordinate of the r-px image
     grid = torch.stack(torch.broadcast_tensors(g[:, None, :], g[:, :, None]), -1)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
                          align_corners=False)
@@ -284,19 +288,22 @@ def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -
     px = torch.arange(w, device=dev, dtype=torch.float64)
     py = torch.arange(h, device=dev, dtype=torch.float64)
     r1 = r.reshape(-1, 1)
-    bx = ((px[None] + 0.5) * r1 / w) * 2 / side - 1
-    by = ((py[None] + 0.5) * r1 / h) * 2 / side - 1
+    # output pixel -> the r-px image in the canvas corner (same pixel pitch) -> normalised canvas coordinate
+    bx = C.pix_to_norm(C.resize_points(px[None], w, r1), side)
+    by = C.pix_to_norm(C.resize_points(py[None], h, r1), side)
     back = torch.stack(torch.broadcast_tensors(bx[:, None, :], by[:, :, None]), -1)
     return F.grid_sample(canvas, back.to(canvas.dtype), mode="bilinear", padding_mode="border",
                          align_corners=False)
 
 
 def jpeg_noise(images, generator=None) -> torch.Tensor:
+    """Re-encode every image as JPEG at a random quality (the reference's JPEG noise)."""
     return apply_jpeg(images, sample_jpeg(images.shape[0], images.shape[-1], generator))
 
 
 # ----------------------------------------------------------------------------- grayscale, normalise
 def sample_grayscale(batch: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(B,)`` bool: which images become grayscale, each with probability ``p``."""
     return torch.rand(batch, generator=generator) < p
 
 
@@ -307,12 +314,14 @@ def apply_grayscale(images: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean=FACE_MEAN, std=FACE_STD) -> torch.Tensor:
+    """``(x − mean) / std`` per channel of ``(B, 3, H, W)`` images."""
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     return (images - m) / s
 
 
 def denormalize(images: torch.Tensor, mean=FACE_MEAN, std=FACE_STD) -> torch.Tensor:
+    """The inverse of :func:`normalize`: ``x · std + mean`` per channel."""
     m = torch.tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1)
     return images * s + m

@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace):
         softargmax_mul=args.softargmax_mul, epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size,
         n_train=args.n_train, repeats=args.repeats, tps_aug=args.tps_aug, tps_copies=args.tps_copies,
         seed=args.seed, paper_pck=args.paper_pck, eval_batch_size=args.eval_batch_size, device=args.device,
-        cache_dir=args.cache_dir, input_scale=args.input_scale,
+        cache_dir=args.cache_dir, input_scale=args.input_scale, anchor=args.anchor,
     )
 
 
@@ -97,6 +97,9 @@ def register(sub) -> None:
                    "'std', 'none' (the reference) or 'auto' (default: std for --source projected/nmf, whose "
                    "channels are far from O(1) and otherwise leave the heat-maps uniform; none for the "
                    "hypercolumn and DVE)")
+    r.add_argument("--anchor", action="store_true",
+                   help="start each regressor from the mean shape of its training subset (equinv fit's default; "
+                   "the reference starts from a random linear map)")
     r.add_argument("--finetune-lr-mult", type=nonneg_float, default=0.1,
                    help="backbone lr / regressor lr (default 0.1)")
     r.add_argument("--train", required=True, metavar="SPEC", help="training dataset KIND:PATH[?k=v]")

@@ -103,11 +103,23 @@ def deprecated(p, old: str, new: str, dest: str, **kwargs) -> None:
 
 
 # ----------------------------------------------------------------------------- flag groups
+def source_list(text: str) -> tuple[str, ...]:
+    """``"hypercolumn,dve"`` → the kinds, checked (``--source`` of commands that show several sources)."""
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    bad = [k for k in kinds if k not in SOURCE_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown source {','.join(bad) or '(empty)'}; choose from "
+                                         f"{', '.join(SOURCE_KINDS)}")
+    return kinds
+
+
 def add_feature_args(p: argparse.ArgumentParser, *, grid: str = "48", sources=SOURCE_KINDS,
-                     readout: str = "linear for regression, output for matching", dve: bool = True) -> None:
+                     readout: str = "linear for regression, output for matching", dve: bool = True,
+                     several: bool = False) -> None:
     """The feature-source flags (see :class:`~equinv.features.spec.FeatureSpec`).
 
-    ``grid`` names the command's default grid in the help; ``sources`` restricts ``--source``.
+    ``grid`` names the command's default grid in the help; ``sources`` restricts ``--source``; ``several``
+    makes ``--source`` a comma list (a command that shows several sources side by side).
     """
     g = p.add_argument_group("features (what network gives features, and how they are read)")
     g.add_argument("--backbone", default="random", metavar="RUN|WEIGHTS|random",
@@ -119,9 +131,13 @@ def add_feature_args(p: argparse.ArgumentParser, *, grid: str = "48", sources=SO
                    "pool (default 4)")
     g.add_argument("--taps", default=None, metavar="TAP[,TAP]",
                    help="explicit taps instead of --layers, e.g. conv4 (one layer, Table 3) or conv5,conv4")
-    g.add_argument("--source", choices=sources, default="hypercolumn",
-                   help="hypercolumn (default), projected (--projector), nmf (--parts)"
-                   + (", dve (--backbone DVE_RUN; also implied by it)" if "dve" in sources else ""))
+    what = ("hypercolumn (default), projected (--projector), nmf (--parts)"
+            + (", dve (--backbone DVE_RUN; also implied by it)" if "dve" in sources else ""))
+    if several:
+        g.add_argument("--source", type=source_list, default=None, metavar="KIND[,KIND...]",
+                       help=f"the sources to show, comma-separated: {what}")
+    else:
+        g.add_argument("--source", choices=sources, default="hypercolumn", help=what)
     g.add_argument("--projector", default=None, metavar="RUN|FILE",
                    help="equinv project run or checkpoint (--source projected)")
     g.add_argument("--parts", default=None, metavar="FILE", help="NMF parts file from equinv parts (--source nmf)")
@@ -133,7 +149,8 @@ def add_feature_args(p: argparse.ArgumentParser, *, grid: str = "48", sources=SO
                    help="input normalisation (default: the source's own, else imagenet for cub/folder/coco data, "
                    "face otherwise)")
     deprecated(g, "--layer", "--layers", "layers", type=positive_int)
-    deprecated(g, "--descriptor", "--source", "source", choices=sources)
+    if not several:
+        deprecated(g, "--descriptor", "--source", "source", choices=sources)
 
 
 def feature_spec(args: argparse.Namespace, **changes):

@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     f = model.meta["framing"]
     cfg = PredictConfig(inputs=list(args.inputs), out=args.out, boxes=args.boxes, overlay=args.overlay,
                         batch=args.batch, workers=args.workers, skip_bad=args.skip_bad, force=args.force,
-                        progress=not args.quiet)
+                        confidence=not args.no_confidence, progress=not args.quiet)
     if not args.quiet:
         ext = f["landmark_extent"]
         print(f"framing: spec images by their protocol crop; plain images taken as the object crop (the whole image "
@@ -38,8 +38,8 @@ def register(sub) -> None:
         "dataset specs KIND:PATH (their images framed by their protocol crop, as in training; their true points "
         "are written too). A plain image is taken as the object crop (the whole image becomes the model's view) "
         "unless --boxes gives the object's box. Output points are in each input image's own pixels: x right, y "
-        "down, 0-based, pixel centres at integers; with a per-landmark confidence in (0, 1] from the heat-maps' "
-        "spread (1 = sharp). Images stream through in batches (bounded memory).",
+        "down, 0-based, pixel centres at integers; with a per-landmark confidence in (0, 1] from flip consistency "
+        "(the mirrored image predicted too; 1 = both agree). Images stream through in batches (bounded memory).",
         epilog="Example: equinv predict models/faces photos/ --out landmarks.csv --overlay overlays/",
     )
     p.add_argument("model", metavar="MODEL_DIR", help="a model directory written by equinv fit")
@@ -53,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="list unreadable images under 'errors' in the output and go on (default: stop)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-confidence", action="store_true",
+                   help="skip the confidences and the second (mirrored) network pass they cost: about twice as fast")
     p.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)

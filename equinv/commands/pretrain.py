@@ -30,31 +30,22 @@ def run(args: argparse.Namespace) -> int:
         return run_dve(args)
     if args.arch in DVE_ARCHS:
         raise InputError(f"--arch {args.arch} is a DVE network: add --method dve")
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = PretrainConfig.load(run_dir / "config.json")
-        cfg.out = str(run_dir)
-        for name in ("epochs", "workers", "device", "ckpt_every", "log_every"):
-            v = getattr(args, name)
-            if v is not None:
-                setattr(cfg, name, v)
-        cfg.max_minutes = args.max_minutes  # a budget belongs to one invocation, not to the run
-        pretrain(cfg, resume=True, progress=not args.quiet)
-        return 0
-    if not args.data:
-        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
     values = {
         f: getattr(args, f)
         for f in (
-            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
-            "max_images", "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
+            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs", "max_images",
+            "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed", "workers", "device",
             "ckpt_every", "save_every", "log_every", "skip_bad", "init",
         )
         if getattr(args, f) is not None
     }
+    if args.resume:  # only the options given on the command line: the library applies or refuses them
+        given = {**values, **({"data": list(args.data)} if args.data else {}), **({"flip": True} if args.flip else {})}
+        pretrain(PretrainConfig.resume(args.resume, given), resume=True, progress=not args.quiet)
+        return 0
+    if not args.data:
+        raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
     cfg = PretrainConfig(data=list(args.data), out=args.out, flip=args.flip, **values)
-    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
-        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
     pretrain(cfg, progress=not args.quiet)
     return 0
 
@@ -100,6 +91,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=None, help="final view size (default 96)")
     p.add_argument("--bn-groups", type=int, default=None,
                    help="shuffle-BN groups of the key batch over all processes (default 4, as 4 GPUs)")
+    p.add_argument("--query-bn", choices=["groups", "batch"], default=None,
+                   help="BatchNorm of the query batch: in the --bn-groups groups (default; the reference's per-GPU "
+                   "BN) or over the whole batch (equinv <= 0.1; docs/parity.md)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from equinv.commands.options import DVE_ARCHS
 from equinv.errors import InputError
@@ -11,39 +10,35 @@ from equinv.errors import InputError
 #: CLI attribute → DVEConfig field (same names).
 FIELDS = ("arch", "dim", "size", "input_size", "batch_size", "lr", "bias_lr", "epochs", "max_images",
           "max_minutes", "seed", "workers", "device", "ckpt_every", "save_every", "log_every", "loss_chunk")
-#: Fields that may be changed when resuming.
-RESUME_FIELDS = ("epochs", "max_minutes", "workers", "device", "ckpt_every", "log_every", "loss_chunk")
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The DVEConfig fields given on the command line (every option defaults to ``None`` = not given)."""
+    values = {f: getattr(args, f) for f in FIELDS if getattr(args, f, None) is not None}
+    if args.data:
+        values["data"] = list(args.data)
+    if getattr(args, "skip_bad", None):
+        values["skip_bad"] = True
+    return values
 
 
 def config_from_args(args: argparse.Namespace):
     """A :class:`~equinv.train.dve.DVEConfig` from parsed arguments (``None`` values keep the defaults)."""
     from equinv.train.dve import DVEConfig
 
-    values = {f: getattr(args, f) for f in FIELDS if getattr(args, f, None) is not None}
-    return DVEConfig(data=list(args.data or []), out=args.out, skip_bad=bool(getattr(args, "skip_bad", False)),
-                     **values)
+    return DVEConfig(out=args.out, **given_options(args))
 
 
 def run(args: argparse.Namespace) -> int:
     """Train (or --resume) a DVE descriptor network."""
     from equinv.train.dve import DVEConfig, train_dve
 
-    if args.resume:
-        run = Path(args.resume)
-        cfg = DVEConfig.load(run / "config.json")
-        cfg.out = str(run)
-        for name in RESUME_FIELDS:
-            v = getattr(args, name, None)
-            if v is not None:
-                setattr(cfg, name, v)
-        train_dve(cfg, resume=True, progress=not args.quiet)
+    if args.resume:  # the library applies the options that may change and refuses the others
+        train_dve(DVEConfig.resume(args.resume, given_options(args)), resume=True, progress=not args.quiet)
         return 0
     if not args.data:
         raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
-    cfg = config_from_args(args)
-    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
-        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
-    train_dve(cfg, progress=not args.quiet)
+    train_dve(config_from_args(args), progress=not args.quiet)
     return 0
 
 

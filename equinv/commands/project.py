@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from equinv.commands.options import ARCH_NAMES, deprecated, positive_int
-from equinv.errors import InputError
 
 _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
            "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs", "batch_size",
@@ -17,20 +16,14 @@ def run(args: argparse.Namespace) -> int:
     """Train (or --resume) an equivariant projector."""
     from equinv.train.projector import ProjectConfig, train_projector
 
-    if args.resume:
-        run = Path(args.resume)
-        cfg = ProjectConfig.load(run / "config.json")
-        cfg.out = str(run)
-        for name in ("epochs", "device", "match_batch", "log_every"):
-            v = getattr(args, name)
-            if v is not None:
-                setattr(cfg, name, v)
-        train_projector(cfg, resume=True, progress=not args.quiet)
-        return 0
+    # only the options given on the command line (a resume applies or refuses them in the library)
     values = {f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None}
-    cfg = ProjectConfig(out=args.out, augment=args.augment, skip_bad=args.skip_bad, **values)
-    if (Path(cfg.out) / "checkpoints" / "last.safetensors").exists():
-        raise InputError(f"{cfg.out} already holds a run; use --resume {cfg.out} or another --out")
+    values.update({"augment": args.augment} if args.augment is not None else {})
+    values.update({"skip_bad": True} if args.skip_bad else {})
+    if args.resume:
+        train_projector(ProjectConfig.resume(args.resume, values), resume=True, progress=not args.quiet)
+        return 0
+    cfg = ProjectConfig(out=args.out, **values)
     out = train_projector(cfg, progress=not args.quiet)
     if out["best"] is not None:
         b = out["best"]

@@ -33,6 +33,7 @@ def iod_fraction(index: LandmarkIndex, pre: Preprocess) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Print the crop margins that frame MTFL faces as the CelebA protocol crop frames CelebA (this module's CLI)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--celeba", default="celeba:../shared/data/celeba")
     p.add_argument("--mtfl", default="mtfl:../shared/data/mtfl")

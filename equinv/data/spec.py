@@ -1,4 +1,4 @@
-"""Dataset specs ``KIND:PATH[?key=value&...]`` and the registry of readers behind them.
+"""Dataset specs ``KIND:PATH[?key=value&...]``, read by the readers of :data:`equinv.data.readers.READERS`.
 
 Examples::
 
@@ -8,53 +8,27 @@ Examples::
     cub:../shared/data/cub/CUB_200_2011?split=all
     folder:/photos/birds
 
-Every command that takes data accepts a spec; :func:`open_index` turns it into a validated
+Every command that takes data accepts a spec; :func:`read_index` turns it into a validated
 :class:`~equinv.data.sample.LandmarkIndex`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
 
 from equinv.data.image_io import image_size
+from equinv.data.readers import READERS
 from equinv.data.sample import LandmarkIndex, Record
 from equinv.errors import InputError, SkipLog
-
-#: ``reader(path, options, log) -> LandmarkIndex``; must pop every option it understands.
-Reader = Callable[[Path, dict, SkipLog], LandmarkIndex]
-
-
-@dataclass
-class ReaderInfo:
-    kind: str
-    fn: Reader
-    help: str
-    options: dict[str, str] = field(default_factory=dict)
-    path_must_exist: bool = True
-
-
-READERS: dict[str, ReaderInfo] = {}
-
-
-def register(
-    kind: str, help: str, options: dict[str, str] | None = None, path_must_exist: bool = True
-) -> Callable[[Reader], Reader]:
-    """Decorator: make ``fn`` the reader for ``KIND``. ``options`` documents ``?key=value`` options."""
-
-    def deco(fn: Reader) -> Reader:
-        READERS[kind] = ReaderInfo(kind, fn, help, dict(options or {}), path_must_exist)
-        return fn
-
-    return deco
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A parsed ``KIND:PATH[?key=value&...]`` dataset spec."""
     kind: str
     path: Path
     options: tuple[tuple[str, str], ...] = ()
@@ -64,14 +38,8 @@ class DatasetSpec:
         return f"{self.kind}:{self.path}" + (f"?{q}" if q else "")
 
 
-def _load_readers() -> None:
-    # Imported for their @register side effect; kept here so `import equinv.data.spec` is enough.
-    import equinv.data.readers  # noqa: F401
-
-
 def parse_spec(text: str) -> DatasetSpec:
     """Parse ``KIND:PATH[?k=v&...]``. Raises :class:`InputError` for an unknown KIND or a bad form."""
-    _load_readers()
     kinds = ", ".join(sorted(READERS))
     if ":" not in text:
         raise InputError(f"dataset spec {text!r} is not KIND:PATH (kinds: {kinds})")
@@ -208,7 +176,6 @@ def validate_records(records: list[Record], log: SkipLog, far: float = 0.5) -> l
 
 def describe_kinds() -> str:
     """Help text listing every KIND and its options."""
-    _load_readers()
     lines = []
     for k in sorted(READERS):
         info = READERS[k]

@@ -36,15 +36,16 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from equinv import coords as C
 from equinv.data.paths import cache_root
+from equinv.data.reader_info import ReaderInfo
 from equinv.data.sample import LandmarkIndex, flip_permutation, make_record
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 #: Bump when the drawing changes, so old cached sets are not reused.
@@ -90,14 +91,15 @@ class _Canvas:
         self.rgb = bg  # (big, big, 3) uint8
         self.fg = np.zeros((big, big), bool)
         # small-image coordinate of each supersample centre
-        self.coord = (np.arange(big, dtype=np.float32) + 0.5) / SS - 0.5
+        self.coord = C.resize_points(np.arange(big, dtype=np.float32), big, size)
 
     def _slices(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
         big = self.size * SS
-        j0 = max(0, int(math.floor((x0 + 0.5) * SS - 0.5)))
-        j1 = min(big, int(math.ceil((x1 + 0.5) * SS + 0.5)))
-        i0 = max(0, int(math.floor((y0 + 0.5) * SS - 0.5)))
-        i1 = min(big, int(math.ceil((y1 + 0.5) * SS + 0.5)))
+        # the supersamples around the box (small-image px → supersample px), one spare on the far side
+        j0 = max(0, int(math.floor(C.rescale(x0, SS))))
+        j1 = min(big, int(math.ceil(C.rescale(x1, SS))) + 1)
+        i0 = max(0, int(math.floor(C.rescale(y0, SS))))
+        i1 = min(big, int(math.ceil(C.rescale(y1, SS))) + 1)
         if j0 >= j1 or i0 >= i1:
             return None
         return slice(i0, i1), slice(j0, j1)
@@ -227,168 +229,260 @@ def _clutter(rng: np.random.Generator, cv: _Canvas, size: int) -> None:
         cv.paint(fn, bb, col)
 
 
-def render_face(seed: int, index: int, size: int = 128, clutter: bool = True) -> Face:
-    """Draw image ``index`` of the set with ``seed``; deterministic in ``(seed, index, size, clutter)``."""
-    rng = np.random.default_rng([int(seed), int(index), 0x5EED])
+@dataclass
+class _Geometry:
+    """Pose and shape of one face, in canonical units (inter-ocular distance 1, y down, origin the face
+    centre), and the map to image pixels. ``canon`` / ``pts``: every landmark in canonical / image units."""
 
-    # ---- pose and shape (canonical units: inter-ocular distance 1, y down, origin face centre)
-    theta = math.radians(rng.uniform(-20, 20))
-    iod = size * rng.uniform(0.17, 0.23)
-    centre = np.array([0.5, 0.5]) * (size - 1) + rng.uniform(-0.06, 0.06, size=2) * size
-    yaw = rng.uniform(-0.18, 0.18)  # horizontal shift of inner features, IOD units
-    head_a = rng.uniform(1.05, 1.3)  # head half-width
-    head_b = head_a * rng.uniform(1.2, 1.45)  # head half-height
-    eye_y = rng.uniform(-0.35, -0.15)
-    brow_dy = rng.uniform(0.28, 0.36)
-    nose_y = eye_y + rng.uniform(0.5, 0.65)
-    mouth_y = nose_y + rng.uniform(0.35, 0.5)
-    mouth_w = rng.uniform(0.33, 0.45)  # half-width between corners
-    chin_y = mouth_y + rng.uniform(0.35, 0.42)
-    head_cy = chin_y + 0.12 - head_b  # chin dimple sits just above the bottom of the head
-    ear_dx = head_a + 0.1
-    ear_y = eye_y + rng.uniform(0.15, 0.3)
-    far = 1.0 - 0.12 * abs(yaw) / 0.18  # mild foreshortening of inner spacing with yaw
+    size: int
+    theta: float  # in-plane rotation
+    iod: float  # inter-ocular distance in pixels
+    centre: np.ndarray
+    yaw: float  # horizontal shift of inner features, IOD units
+    head_a: float  # head half-width
+    head_b: float  # head half-height
+    eye_y: float
+    brow_dy: float
+    nose_y: float
+    mouth_y: float
+    mouth_w: float  # half-width between the mouth corners
+    chin_y: float
+    ear_y: float
+    cs: float = field(init=False)  # cos and sin of theta
+    sn: float = field(init=False)
+    head_cy: float = field(init=False)
+    far: float = field(init=False)
+    canon: dict[str, tuple[float, float]] = field(init=False)
+    pts: dict[str, tuple[float, float]] = field(init=False)
 
-    def inner(x: float) -> float:
-        return x * far + yaw
+    @classmethod
+    def draw(cls, rng: np.random.Generator, size: int) -> _Geometry:
+        """Random pose and shape (the first draws of a face's random stream, in this order)."""
+        theta = math.radians(rng.uniform(-20, 20))
+        iod = size * rng.uniform(0.17, 0.23)
+        centre = np.array([0.5, 0.5]) * (size - 1) + rng.uniform(-0.06, 0.06, size=2) * size
+        yaw = rng.uniform(-0.18, 0.18)
+        head_a = rng.uniform(1.05, 1.3)
+        head_b = head_a * rng.uniform(1.2, 1.45)
+        eye_y = rng.uniform(-0.35, -0.15)
+        brow_dy = rng.uniform(0.28, 0.36)
+        nose_y = eye_y + rng.uniform(0.5, 0.65)
+        mouth_y = nose_y + rng.uniform(0.35, 0.5)
+        mouth_w = rng.uniform(0.33, 0.45)
+        chin_y = mouth_y + rng.uniform(0.35, 0.42)
+        ear_y = eye_y + rng.uniform(0.15, 0.3)
+        return cls(
+            size, theta, iod, centre, yaw, head_a, head_b, eye_y, brow_dy, nose_y, mouth_y, mouth_w, chin_y, ear_y
+        )
 
-    cs, sn = math.cos(theta), math.sin(theta)
+    def __post_init__(self) -> None:
+        self.cs, self.sn = math.cos(self.theta), math.sin(self.theta)
+        self.head_cy = self.chin_y + 0.12 - self.head_b  # chin dimple sits just above the bottom of the head
+        self.far = 1.0 - 0.12 * abs(self.yaw) / 0.18  # mild foreshortening of inner spacing with yaw
+        self.canon = self._landmarks()
+        self.pts = {k: self.to_img(v) for k, v in self.canon.items()}
 
-    def to_img(p):
+    def _landmarks(self) -> dict[str, tuple[float, float]]:
+        """Canonical position of every landmark."""
+        inner, eye_y, brow_y, mouth_y = self.inner, self.eye_y, self.eye_y - self.brow_dy, self.mouth_y
+        ear_dx = self.head_a + 0.1
+        return {
+            "left_eye": (inner(-0.5), eye_y),
+            "right_eye": (inner(0.5), eye_y),
+            "nose": (inner(0.0) + 0.6 * self.yaw, self.nose_y),  # the tip protrudes, so it moves further
+            "left_mouth": (inner(-self.mouth_w), mouth_y),
+            "right_mouth": (inner(self.mouth_w), mouth_y),
+            "left_brow": (inner(-0.52), brow_y),
+            "right_brow": (inner(0.52), brow_y),
+            "left_ear": (-ear_dx, self.ear_y),
+            "right_ear": (ear_dx, self.ear_y),
+            "chin": (inner(0.0) * 0.6, self.chin_y),
+        }
+
+    def inner(self, x: float) -> float:
+        """Canonical x of an inner feature (eyes, nose, mouth) after the yaw shift."""
+        return x * self.far + self.yaw
+
+    def to_img(self, p) -> tuple[float, float]:
+        """Canonical ``(x, y)`` to image pixels (0-based pixel centres)."""
         x, y = p
-        return (centre[0] + iod * (cs * x - sn * y), centre[1] + iod * (sn * x + cs * y))
+        return (
+            self.centre[0] + self.iod * (self.cs * x - self.sn * y),
+            self.centre[1] + self.iod * (self.sn * x + self.cs * y),
+        )
 
-    canon = {
-        "left_eye": (inner(-0.5), eye_y),
-        "right_eye": (inner(0.5), eye_y),
-        "nose": (inner(0.0) + 0.6 * yaw, nose_y),  # the tip protrudes, so it moves further
-        "left_mouth": (inner(-mouth_w), mouth_y),
-        "right_mouth": (inner(mouth_w), mouth_y),
-        "left_brow": (inner(-0.52), eye_y - brow_dy),
-        "right_brow": (inner(0.52), eye_y - brow_dy),
-        "left_ear": (-ear_dx, ear_y),
-        "right_ear": (ear_dx, ear_y),
-        "chin": (inner(0.0) * 0.6, chin_y),
-    }
-    pts = {k: to_img(v) for k, v in canon.items()}
+    def ell(self, name_or_xy, a: float, b: float, extra_theta: float = 0.0):
+        """Ellipse (semi-axes in IOD units) centred on a landmark name or a canonical point, rotated with the face."""
+        cx, cy = self.pts[name_or_xy] if isinstance(name_or_xy, str) else self.to_img(name_or_xy)
+        return _ellipse(cx, cy, a * self.iod, b * self.iod, self.theta + extra_theta)
 
-    def ell(name_or_xy, a, b, extra_theta=0.0):
-        cx, cy = pts[name_or_xy] if isinstance(name_or_xy, str) else to_img(name_or_xy)
-        return _ellipse(cx, cy, a * iod, b * iod, theta + extra_theta)
 
-    # ---- colours
-    skin = _hsv(rng.uniform(0.02, 0.1), rng.uniform(0.2, 0.6), rng.uniform(0.45, 0.97))
-    ear_col = skin * 0.76
-    nose_col = skin * rng.uniform(0.6, 0.72)
-    chin_col = skin * 0.7
-    hair = _hsv(rng.uniform(0.0, 0.12), rng.uniform(0.2, 0.9), rng.uniform(0.05, 0.6))
-    if rng.uniform() < 0.15:  # the odd dyed or grey hair
-        hair = _hsv(rng.uniform(), rng.uniform(0, 0.8), rng.uniform(0.3, 0.9))
-    brow_col = hair * 0.6
-    iris = IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))]
-    sclera = np.array([240, 238, 230], np.float32) * rng.uniform(0.85, 1.0)
-    lips = _hsv(rng.uniform(-0.03, 0.03) % 1.0, rng.uniform(0.45, 0.8), rng.uniform(0.45, 0.8))
-    mouth_line = lips * 0.35
-    clothes = _hsv(rng.uniform(), rng.uniform(0, 1), rng.uniform(0.1, 0.9))
+@dataclass
+class _Palette:
+    """Colours of one face (RGB float32, 0..255)."""
 
-    # ---- background, clutter
-    cv = _Canvas(size, _background(rng, size))
-    if clutter:
-        _clutter(rng, cv, size)
+    skin: np.ndarray
+    ear: np.ndarray
+    nose: np.ndarray
+    chin: np.ndarray
+    hair: np.ndarray
+    brow: np.ndarray
+    iris: np.ndarray
+    sclera: np.ndarray
+    lips: np.ndarray
+    mouth_line: np.ndarray
+    clothes: np.ndarray
 
-    # ---- body: shoulders and neck (foreground)
-    fn, bb = ell((0.0, chin_y + 1.9), 2.6, 1.15)
-    cv.paint(fn, bb, clothes, fg=True)
-    nck = to_img((0.0, chin_y + 0.4))
-    fn, bb = _rect(nck[0], nck[1], 0.55 * iod, 0.7 * iod, theta)
-    cv.paint(fn, bb, skin * 0.8, fg=True)
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> _Palette:
+        """Random colours (drawn right after the geometry, in this order)."""
+        skin = _hsv(rng.uniform(0.02, 0.1), rng.uniform(0.2, 0.6), rng.uniform(0.45, 0.97))
+        ear = skin * 0.76
+        nose = skin * rng.uniform(0.6, 0.72)
+        chin = skin * 0.7
+        hair = _hsv(rng.uniform(0.0, 0.12), rng.uniform(0.2, 0.9), rng.uniform(0.05, 0.6))
+        if rng.uniform() < 0.15:  # the odd dyed or grey hair
+            hair = _hsv(rng.uniform(), rng.uniform(0, 0.8), rng.uniform(0.3, 0.9))
+        brow = hair * 0.6
+        iris = IRIS_COLOURS[int(rng.integers(len(IRIS_COLOURS)))]
+        sclera = np.array([240, 238, 230], np.float32) * rng.uniform(0.85, 1.0)
+        lips = _hsv(rng.uniform(-0.03, 0.03) % 1.0, rng.uniform(0.45, 0.8), rng.uniform(0.45, 0.8))
+        mouth_line = lips * 0.35
+        clothes = _hsv(rng.uniform(), rng.uniform(0, 1), rng.uniform(0.1, 0.9))
+        return cls(skin, ear, nose, chin, hair, brow, iris, sclera, lips, mouth_line, clothes)
 
-    # ---- ears (behind the head), head with soft shading, hair
+    def at_landmarks(self) -> dict:
+        """Feature name -> the colour drawn at its landmark (plus ``iris`` and ``skin``), for :class:`Face`."""
+        return {
+            "left_eye": PUPIL,
+            "right_eye": PUPIL,
+            "nose": self.nose,
+            "left_mouth": self.mouth_line,
+            "right_mouth": self.mouth_line,
+            "left_brow": self.brow,
+            "right_brow": self.brow,
+            "left_ear": self.ear,
+            "right_ear": self.ear,
+            "chin": self.chin,
+            "iris": self.iris,
+            "skin": self.skin,
+        }
+
+
+def _draw_body(cv: _Canvas, g: _Geometry, pal: _Palette) -> None:
+    """Shoulders, neck and ears (foreground), all behind the head."""
+    fn, bb = g.ell((0.0, g.chin_y + 1.9), 2.6, 1.15)
+    cv.paint(fn, bb, pal.clothes, fg=True)
+    nck = g.to_img((0.0, g.chin_y + 0.4))
+    fn, bb = _rect(nck[0], nck[1], 0.55 * g.iod, 0.7 * g.iod, g.theta)
+    cv.paint(fn, bb, pal.skin * 0.8, fg=True)
     for e in ("left_ear", "right_ear"):
-        fn, bb = ell(e, 0.17, 0.3)
-        cv.paint(fn, bb, ear_col, fg=True)
-    hc = to_img((0.0, head_cy))
-    head_in, head_bb = _ellipse(hc[0], hc[1], head_a * iod, head_b * iod, theta)
+        fn, bb = g.ell(e, 0.17, 0.3)
+        cv.paint(fn, bb, pal.ear, fg=True)
+
+
+def _draw_head(cv: _Canvas, g: _Geometry, pal: _Palette, rng: np.random.Generator) -> tuple:
+    """Head with soft shading, then the hair over its top (foreground); returns the head's bounding box."""
+    cs, sn, iod = g.cs, g.sn, g.iod
+    hc = g.to_img((0.0, g.head_cy))
+    head_in, head_bb = _ellipse(hc[0], hc[1], g.head_a * iod, g.head_b * iod, g.theta)
     light = rng.uniform(-1, 1, size=2)
 
     def shaded(x, y):
-        u = ((x - hc[0]) * cs + (y - hc[1]) * sn) / (head_a * iod)
-        v = (-(x - hc[0]) * sn + (y - hc[1]) * cs) / (head_b * iod)
+        u = ((x - hc[0]) * cs + (y - hc[1]) * sn) / (g.head_a * iod)
+        v = (-(x - hc[0]) * sn + (y - hc[1]) * cs) / (g.head_b * iod)
         f = 1.0 - 0.12 * (u * u + v * v) + 0.06 * (light[0] * u + light[1] * v)
-        return skin[None, None, :] * f[..., None]
+        return pal.skin[None, None, :] * f[..., None]
 
     cv.paint(head_in, head_bb, shaded, fg=True)
-    hair_line = eye_y - brow_dy - rng.uniform(0.35, 0.6)
-    hair_in, hair_bb = _ellipse(hc[0], hc[1], head_a * 1.07 * iod, head_b * 1.06 * iod, theta)
+    hair_line = g.eye_y - g.brow_dy - rng.uniform(0.35, 0.6)
+    hair_in, hair_bb = _ellipse(hc[0], hc[1], g.head_a * 1.07 * iod, g.head_b * 1.06 * iod, g.theta)
 
     def hair_fn(x, y):
-        v = -(x - centre[0]) * sn + (y - centre[1]) * cs  # canonical y * iod
+        v = -(x - g.centre[0]) * sn + (y - g.centre[1]) * cs  # canonical y * iod
         return hair_in(x, y) & (v <= hair_line * iod)
 
-    cv.paint(hair_fn, hair_bb, hair, fg=True)
+    cv.paint(hair_fn, hair_bb, pal.hair, fg=True)
+    return head_bb
 
-    # ---- inner features
+
+def _draw_eyes_and_brows(cv: _Canvas, g: _Geometry, pal: _Palette) -> None:
+    """Brows, then each eye: sclera, iris, and the pupil centred on the eye landmark."""
     for side in ("left", "right"):
-        fn, bb = ell(f"{side}_brow", 0.24, 0.07)
-        cv.paint(fn, bb, brow_col)
-        fn, bb = ell(f"{side}_eye", 0.22, 0.11)
-        cv.paint(fn, bb, sclera)
-        fn, bb = ell(f"{side}_eye", 0.095, 0.095)
-        cv.paint(fn, bb, iris)
-        fn, bb = ell(f"{side}_eye", 0.05, 0.05)
+        fn, bb = g.ell(f"{side}_brow", 0.24, 0.07)
+        cv.paint(fn, bb, pal.brow)
+        fn, bb = g.ell(f"{side}_eye", 0.22, 0.11)
+        cv.paint(fn, bb, pal.sclera)
+        fn, bb = g.ell(f"{side}_eye", 0.095, 0.095)
+        cv.paint(fn, bb, pal.iris)
+        fn, bb = g.ell(f"{side}_eye", 0.05, 0.05)
         cv.paint(fn, bb, PUPIL)
-    # nose: a faint ridge from between the eyes to the tip, then the tip blob centred on the landmark
-    top = np.array([inner(0.0) + 0.2 * yaw, eye_y + 0.12])
-    tip = np.array(canon["nose"])
+
+
+def _draw_nose(cv: _Canvas, g: _Geometry, pal: _Palette) -> None:
+    """A faint ridge from between the eyes to the tip, then the tip blob centred on the landmark."""
+    top = np.array([g.inner(0.0) + 0.2 * g.yaw, g.eye_y + 0.12])
+    tip = np.array(g.canon["nose"])
     mid = (top + tip) / 2
     d = tip - top
     ridge_len = float(np.hypot(*d)) / 2
     ridge_th = math.atan2(d[1], d[0])
-    mi = to_img(mid)
-    fn, bb = _rect(mi[0], mi[1], ridge_len * iod, 0.035 * iod, theta + ridge_th)
-    cv.paint(fn, bb, skin * 0.88)
-    fn, bb = ell("nose", 0.16, 0.1)
-    cv.paint(fn, bb, nose_col)
-    # mouth: lips reaching 0.12 IOD beyond the corners, a dark slit from corner to corner and a dark
-    # dot centred on each corner landmark
-    mc = to_img(((canon["left_mouth"][0] + canon["right_mouth"][0]) / 2, mouth_y))
-    half = (canon["right_mouth"][0] - canon["left_mouth"][0]) / 2
-    fn, bb = _ellipse(mc[0], mc[1], (half + 0.12) * iod, rng.uniform(0.1, 0.15) * iod, theta)
-    cv.paint(fn, bb, lips)
-    fn, bb = _ellipse(mc[0], mc[1], half * iod, 0.02 * iod + 0.3, theta)
-    cv.paint(fn, bb, mouth_line)
+    mi = g.to_img(mid)
+    fn, bb = _rect(mi[0], mi[1], ridge_len * g.iod, 0.035 * g.iod, g.theta + ridge_th)
+    cv.paint(fn, bb, pal.skin * 0.88)
+    fn, bb = g.ell("nose", 0.16, 0.1)
+    cv.paint(fn, bb, pal.nose)
+
+
+def _draw_mouth_and_chin(cv: _Canvas, g: _Geometry, pal: _Palette, rng: np.random.Generator) -> None:
+    """Lips reaching 0.12 IOD beyond the corners, a dark slit from corner to corner, a dark dot centred on
+    each corner landmark, and the chin dimple."""
+    iod, left, right = g.iod, g.canon["left_mouth"][0], g.canon["right_mouth"][0]
+    mc = g.to_img(((left + right) / 2, g.mouth_y))
+    half = (right - left) / 2
+    fn, bb = _ellipse(mc[0], mc[1], (half + 0.12) * iod, rng.uniform(0.1, 0.15) * iod, g.theta)
+    cv.paint(fn, bb, pal.lips)
+    fn, bb = _ellipse(mc[0], mc[1], half * iod, 0.02 * iod + 0.3, g.theta)
+    cv.paint(fn, bb, pal.mouth_line)
     for side in ("left", "right"):
-        fn, bb = ell(f"{side}_mouth", 0.07, 0.07)
-        cv.paint(fn, bb, mouth_line)
-    fn, bb = ell("chin", 0.12, 0.07)
-    cv.paint(fn, bb, chin_col)
+        fn, bb = g.ell(f"{side}_mouth", 0.07, 0.07)
+        cv.paint(fn, bb, pal.mouth_line)
+    fn, bb = g.ell("chin", 0.12, 0.07)
+    cv.paint(fn, bb, pal.chin)
+
+
+def _face_box(g: _Geometry, head_bb: tuple) -> tuple[float, float, float, float]:
+    """Box around the head ellipse and the ears, in the edges convention (``x0, y0, x1, y1``)."""
+    ex0, ey0, ex1, ey1 = head_bb
+    for e in ("left_ear", "right_ear"):
+        _, (a0, b0, a1, b1) = g.ell(e, 0.17, 0.3)
+        ex0, ey0, ex1, ey1 = min(ex0, a0), min(ey0, b0), max(ex1, a1), max(ey1, b1)
+    return (ex0 + 0.5, ey0 + 0.5, ex1 + 0.5, ey1 + 0.5)  # centres -> edges convention
+
+
+def render_face(seed: int, index: int, size: int = 128, clutter: bool = True) -> Face:
+    """Draw image ``index`` of the set with ``seed``; deterministic in ``(seed, index, size, clutter)``.
+
+    The random stream is consumed in a fixed order (geometry, colours, background, clutter, head light,
+    hair line, lip height, pixel noise): keep it, or bump :data:`VERSION`.
+    """
+    rng = np.random.default_rng([int(seed), int(index), 0x5EED])
+    g = _Geometry.draw(rng, size)
+    pal = _Palette.draw(rng)
+    cv = _Canvas(size, _background(rng, size))
+    if clutter:
+        _clutter(rng, cv, size)
+    _draw_body(cv, g, pal)
+    head_bb = _draw_head(cv, g, pal, rng)
+    _draw_eyes_and_brows(cv, g, pal)
+    _draw_nose(cv, g, pal)
+    _draw_mouth_and_chin(cv, g, pal, rng)
 
     img, cov = cv.finish()
     image = _u8(img + rng.normal(0, 2.0, size=img.shape).astype(np.float32))
     mask = np.where(cov >= 128, 255, 0).astype(np.uint8)
-
-    lm = np.array([pts[n] for n in NAMES], np.float32)
-    # face box: head ellipse and ears
-    ex0, ey0, ex1, ey1 = head_bb
-    for e in ("left_ear", "right_ear"):
-        _, (a0, b0, a1, b1) = ell(e, 0.17, 0.3)
-        ex0, ey0, ex1, ey1 = min(ex0, a0), min(ey0, b0), max(ex1, a1), max(ey1, b1)
-    box = (ex0 + 0.5, ey0 + 0.5, ex1 + 0.5, ey1 + 0.5)  # centres -> edges convention
-    colours = {
-        "left_eye": PUPIL,
-        "right_eye": PUPIL,
-        "nose": nose_col,
-        "left_mouth": mouth_line,
-        "right_mouth": mouth_line,
-        "left_brow": brow_col,
-        "right_brow": brow_col,
-        "left_ear": ear_col,
-        "right_ear": ear_col,
-        "chin": chin_col,
-        "iris": iris,
-        "skin": skin,
-    }
-    return Face(image, mask, lm, box, colours)
+    lm = np.array([g.pts[n] for n in NAMES], np.float32)
+    return Face(image, mask, lm, _face_box(g, head_bb), pal.at_landmarks())
 
 
 def _key(n: int, seed: int, size: int, clutter: bool) -> str:
@@ -509,17 +603,8 @@ def _int_option(options: dict, key: str, default: int) -> int:
         raise InputError(f"synthetic: option {key}={raw!r} is not an integer") from None
 
 
-@register(
-    "synthetic",
-    "built-in synthetic faces with exact landmarks; PATH is the number of images (synthetic:512)",
-    {
-        "seed": "random seed (default 0)",
-        "size": "image side in pixels (default 128)",
-        "clutter": "1 draws random shapes behind the face, 0 a plain textured background (default 1)",
-    },
-    path_must_exist=False,
-)
 def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """``synthetic:N``: N generated faces with exact landmarks (generated once into the cache)."""
     try:
         n = int(str(path))
     except ValueError:
@@ -533,3 +618,16 @@ def read_synthetic(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
         raise InputError(f"synthetic: option clutter must be 0 or 1, got {clutter}")
     _check_args(n, seed, size)
     return load_synthetic(generate_synthetic(n, seed, size, bool(clutter)), log)
+
+
+READER = ReaderInfo(
+    kind="synthetic",
+    fn=read_synthetic,
+    help="built-in synthetic faces with exact landmarks; PATH is the number of images (synthetic:512)",
+    options={
+        "seed": "random seed (default 0)",
+        "size": "image side in pixels (default 128)",
+        "clutter": "1 draws random shapes behind the face, 0 a plain textured background (default 1)",
+    },
+    path_must_exist=False,
+)

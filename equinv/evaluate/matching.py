@@ -15,7 +15,8 @@ For pairs of images (A, B) taken in dataset order (0, 1), (2, 3), ...:
   are formed, from the source's native maps (:mod:`equinv.features.similarity`: no ``D × 96²`` grid exists,
   35 MB an image for the ResNet18 hypercolumn), so memory does not grow with the number of pairs;
 * error = Euclidean distance in the 70×70 DVE frame ``(n + 1)/2·69`` of the normalised coordinates
-  ``n = 2·px/(W − 1) − 1`` (``match_error_*``) and in input pixels of the 96 frame (``match_error_*_px``);
+  ``n = 2·px/(W − 1) − 1`` (:func:`equinv.coords.to_dve70`; ``match_error_*``) and in input pixels of the
+  96 frame (``match_error_*_px``);
   the mean runs over landmarks visible in source and target, over all pairs.
 
 Deliberate differences from the reference: landmarks are moved through the warps exactly (inverse of the
@@ -35,17 +36,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from equinv import coords as C
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
 from equinv.features.similarity import argmax_points, read_cells
 
 DescriptorFn = Callable[[Tensor], Tensor]
-
-
-def to_dve70(px: Tensor, size: int) -> Tensor:
-    """Pixels of a ``size`` frame → normalised ``2·px/(size − 1) − 1`` → the 70-px DVE frame ``(n+1)/2·69``."""
-    n = 2.0 * px / (size - 1) - 1.0
-    return (n + 1.0) / 2.0 * 69.0
 
 
 def _pair_params(n: int, start: int, seed: int, config) -> tuple[TPSParams, TPSParams]:
@@ -94,8 +90,9 @@ def pair_views(dataset, images: Sequence[int], first: int, seed: int, tps, dev: 
     lm2, ok2 = warp_landmarks(p1, lm, canvas, canvas, return_valid=True)
     lm1, ok1 = warp_landmarks(p2, lm2[0::2], canvas, canvas, return_valid=True)
     sl = slice(margin, margin + size)
-    return PairViews(normalize(view1[:, :, sl, sl], mean, std), lm1 - margin, vis[0::2] & ok2[0::2] & ok1,
-                     normalize(view2[:, :, sl, sl], mean, std), lm2 - margin, vis & ok2)
+    return PairViews(normalize(view1[:, :, sl, sl], mean, std), C.canvas_to_view(lm1, margin),
+                     vis[0::2] & ok2[0::2] & ok1,
+                     normalize(view2[:, :, sl, sl], mean, std), C.canvas_to_view(lm2, margin), vis & ok2)
 
 
 class _Materialised:
@@ -171,7 +168,7 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
         v = pair_views(dataset, idx[2 * start : 2 * stop], 2 * start, seed, tps, dev, mean, std)
         pred = predict(descriptor_fn, v, storage, chunk)
         ok = v.src_vis.repeat_interleave(2, 0) & v.tgt_vis
-        d70 = (to_dve70(pred, size) - to_dve70(v.tgt_lm, size)).norm(dim=-1)
+        d70 = (C.to_dve70(pred, size) - C.to_dve70(v.tgt_lm, size)).norm(dim=-1)
         dpx = (pred - v.tgt_lm).norm(dim=-1)
         for key, rows in (("same", slice(0, None, 2)), ("diff", slice(1, None, 2))):
             sums[key] += float(d70[rows][ok[rows]].sum())

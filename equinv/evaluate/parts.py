@@ -101,6 +101,7 @@ def fit_pca(x: Tensor, dim: int = 3, centered: bool = True, layerwise: bool = Tr
 
 def fit_parts(x: Tensor, method: str = "nmf", dim: int = 8, centered: bool = True, seed: int = 0,
               layerwise: bool = True, meta: dict | None = None) -> PartsModel:
+    """Fit NMF (``dim`` parts) or PCA (``dim`` components) on pixels ``(N, D)`` (:func:`fit_nmf`, :func:`fit_pca`)."""
     if method == "nmf":
         return fit_nmf(x, dim, seed, layerwise=layerwise, meta=meta)
     if method == "pca":

@@ -36,8 +36,10 @@ class Draw:
     tile: int
 
     def entry(self, info: dict) -> dict:
-        """The start of this draw's ``per_repeat`` record from the head's training ``info``."""
-        return {"repeat": self.repeat, "seed": self.seed, "selected_epoch": info["selected_epoch"], "tile": self.tile,
+        """The start of this draw's ``per_repeat`` record from the head's training ``info`` (its ``tile``, when
+        given, is the tiling actually used)."""
+        return {"repeat": self.repeat, "seed": self.seed, "selected_epoch": info["selected_epoch"],
+                "tile": info.get("tile", self.tile),
                 "final_loss": info["history"][-1]["loss"],
                 "train_rows": self.rows.tolist() if self.rows is not None else None, "tests": {}}
 

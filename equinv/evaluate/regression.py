@@ -51,6 +51,8 @@ class RegressionConfig:
     (each input channel divided by its standard deviation over the training features, a fixed factor computed
     once, no labels used) or ``auto`` (``std`` for the ``projected`` and ``nmf`` sources, whose channels are far
     from O(1); ``none`` for the hypercolumn and DVE), see :func:`~equinv.evaluate.regressor_fit.resolve_input_scale`.
+    ``anchor``: start each regressor from the mean shape of its training subset (``equinv fit``'s default; the
+    reference starts from a random linear map).
     """
 
     train: str
@@ -80,6 +82,7 @@ class RegressionConfig:
     cache_dir: str | None = None
     feature_batch: int = 64
     input_scale: str = "auto"
+    anchor: bool = False
 
     def as_dict(self) -> dict:
         """The config as JSON-ready data (the feature source as its own dict)."""
@@ -182,13 +185,13 @@ class RegressionTask:
         # image-major copies: one epoch visits each (image, copy) once, ~tile times per image
         return sub, max(1, math.ceil(draw.tile / cfg.tps_copies))
 
-    def _train(self, draw: Draw, lr: float, wd: float):
+    def _train(self, draw: Draw, lr: float, wd: float, shape: torch.Tensor):
         """The regressor of ``draw`` (fine-tuning: the source too, from its initial weights)."""
         cfg = self.cfg
         head = dict(epochs=cfg.epochs, lr=lr, wd=wd, batch_size=cfg.batch_size, device=self.device, seed=draw.seed,
                     grid=self.grid, image_size=cfg.image_size, alpha=cfg.pck_alpha, n_heatmaps=cfg.n_heatmaps,
                     init_std=self.init_std, softargmax_mul=cfg.softargmax_mul, input_scale=self.in_scale,
-                    log=self.log)
+                    anchor=shape if cfg.anchor else None, log=self.log)
         if cfg.finetune:
             self.source.load_state_dict(self.initial)
             val = (self.val[0], self.val[2]) if self.val is not None else None
@@ -198,8 +201,9 @@ class RegressionTask:
             self.backbone_images += info["backbone_images"]
             return reg, info
         sub, tile = self._subset(draw)
-        return fit.train_regressor(sub, self.source.channels, tile=tile, **head,
-                                   val=self.val[2] if self.val is not None else None)
+        reg, info = fit.train_regressor(sub, self.source.channels, tile=tile, **head,
+                                        val=self.val[2] if self.val is not None else None)
+        return reg, info | {"tile": tile}
 
     def _predict(self, reg, ds: LandmarkDataset, stats: str, fs: FeatureSet) -> torch.Tensor:
         if self.cfg.finetune:
@@ -210,10 +214,10 @@ class RegressionTask:
     def fit(self, draw: Draw, run_index: int) -> tuple[dict, list[dict]]:
         """Train one regressor on ``draw``; evaluate it and the mean training shape on every test set."""
         cfg = self.cfg
-        reg, info = self._train(draw, *self.hparams(draw.n_req))
-        rep = draw.entry(info)
         rows = slice(None) if draw.rows is None else torch.from_numpy(draw.rows)
         shape = fit.mean_shape(self.train_fs.landmarks[rows], self.train_fs.visible[rows])
+        reg, info = self._train(draw, *self.hparams(draw.n_req), shape)
+        rep = draw.entry(info)
         results = []
         for i, (spec, (ds, stats, fs)) in enumerate(zip(self.tests, self.test_sets, strict=True)):
             pred = self._predict(reg, ds, stats, fs)

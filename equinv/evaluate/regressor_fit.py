@@ -215,7 +215,7 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
                        lr_mult: float = 0.1, batch_size: int = 32, tile: int = 1, tps: bool = False, val=None,
                        stats: str = "face", device="cpu", seed: int = 0, grid: int = 48, image_size: int = 96,
                        alpha: float = 0.05, n_heatmaps: int = 50, init_std: float = 1.0,
-                       softargmax_mul: float = 100.0, input_scale: Tensor | None = None,
+                       softargmax_mul: float = 100.0, input_scale: Tensor | None = None, anchor: Tensor | None = None,
                        log=None) -> tuple[KeypointRegressor, dict]:
     """Train the regressor and the source's weights end to end (appendix A.2); the source is modified in place.
 
@@ -224,7 +224,7 @@ def finetune_regressor(source, ds: LandmarkDataset, rows, labels: FeatureSet, *,
     ``val = (dataset, labels)`` selects the epoch (the source's weights of that epoch are restored too).
     """
     g = torch.Generator().manual_seed(seed)
-    reg = new_regressor(source.channels, labels.landmarks.shape[1], seed, device, n_heatmaps=n_heatmaps,
+    reg = new_regressor(source.channels, labels.landmarks.shape[1], seed, device, anchor=anchor, n_heatmaps=n_heatmaps,
                         init_std=init_std, softargmax_mul=softargmax_mul, input_scale=input_scale)
     params = [p for p in source.parameters() if p.is_floating_point()]
     opt, sched = _optimizer([{"params": reg.parameters(), "lr": lr}, {"params": params, "lr": lr * lr_mult}],

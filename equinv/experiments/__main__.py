@@ -25,6 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m equinv.experiments`` parser (reproduce, results)."""
     p = argparse.ArgumentParser(prog="python -m equinv.experiments",
                                 description="Reproduce the paper's experiments as one resumable plan of equinv "
                                 "commands, then write the results page.")
@@ -52,6 +53,7 @@ def _paths(args: argparse.Namespace, budget: str) -> tuple[str, str, str | None]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the reproduction plan or rebuild its results page; returns the exit status."""
     from equinv.experiments import archive as A
     from equinv.experiments.config import load_config
     from equinv.experiments.plan import build_plan

@@ -60,6 +60,7 @@ def _check(nums: Numbers, cmps: list[Cmp]) -> tuple[str, str]:
 
 
 def claim(nums: Numbers, text: str, paper: str, cmps: list[Cmp]) -> Claim:
+    """A :class:`Claim` whose verdict is that of all its comparisons."""
     verdict, detail = _check(nums, cmps)
     return Claim(text, paper, verdict, detail)
 
@@ -155,4 +156,5 @@ def other_claims(nums: Numbers, cfg: dict) -> list[Claim]:
 
 
 def all_claims(nums: Numbers, cfg: dict) -> list[Claim]:
+    """Every claim of the paper the plan tests, with its verdict from the collected numbers."""
     return face_claims(nums, cfg) + limited_claims(nums, cfg) + other_claims(nums, cfg)

@@ -27,6 +27,7 @@ Numbers = dict[str, float]
 
 
 def read_json(path: Path) -> dict | None:
+    """The JSON in ``path``, or ``None`` when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -62,6 +63,7 @@ def regression_numbers(name: str, res: dict, roles: list[str]) -> Numbers:
 
 
 def match_numbers(name: str, res: dict) -> Numbers:
+    """The matching errors of one ``eval match`` record, keyed by step name."""
     nums: Numbers = {}
     _put(nums, f"{name}.same", res.get("match_error_same"))
     _put(nums, f"{name}.diff", res.get("match_error_diff"))

@@ -22,6 +22,7 @@ MARKER = "step.json"
 
 
 def marker_path(step: Step) -> Path:
+    """Where ``step``'s marker (``step.json``) lives."""
     return Path(step.out) / MARKER
 
 
@@ -71,6 +72,7 @@ def output_digests(step: Step) -> dict[str, str]:
 
 
 def outputs_exist(step: Step) -> bool:
+    """Whether every output file ``step`` declares exists."""
     return all((Path(step.out) / f).is_file() for f in step.outputs)
 
 
@@ -100,6 +102,7 @@ def spent_seconds(marker: dict | None, step: Step) -> float:
 
 
 def now() -> float:
+    """The wall-clock time, in seconds since the epoch."""
     return time.time()
 
 

@@ -68,6 +68,7 @@ def commands(steps: list[Step], marks: dict[str, dict]) -> list[str]:
 
 
 def header(cfg: dict, steps: list[Step], marks: dict[str, dict]) -> list[str]:
+    """The results page's opening lines: budget, config, progress."""
     done = [s for s in steps if marks.get(s.name, {}).get("status") == "ok"]
     failed = [s.name for s in steps if marks.get(s.name, {}).get("status") == "failed"]
     wall = sum((marks[s.name].get("total_wall_s") or 0.0) for s in steps if s.name in marks) / 60.0
@@ -90,6 +91,7 @@ def header(cfg: dict, steps: list[Step], marks: dict[str, dict]) -> list[str]:
 
 
 def claims_section(ctx: T.Context) -> list[str]:
+    """The claims section: each claim, the paper's numbers, ours and the verdict."""
     cl = all_claims(ctx.nums, ctx.cfg)
     counts = {v: sum(1 for c in cl if c.verdict == v) for v in (HOLDS, FAILS, MISSING)}
     return ["## Claims", "",

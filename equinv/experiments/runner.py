@@ -4,8 +4,9 @@ A step is *done* when its marker says ``ok`` for the plan's current command, its
 dependency's outputs are those it was made from (:mod:`~equinv.experiments.markers`). Otherwise it runs:
 with its ``resume_argv`` when a training step left ``checkpoints/last.safetensors`` (an interrupted or
 killed MoCo / DVE / projector run continues exactly), else from the start. A stale step (its command or a
-dependency changed) runs again; a stale training step is moved aside to ``OUT.stale-TIME`` and trained
-afresh. A failed step is recorded and the steps that depend on it are skipped (``blocked``); independent
+dependency changed, or a training step that started but never wrote a checkpoint) runs again; a stale
+training step is moved aside to ``OUT.stale-TIME`` and trained afresh (training refuses a directory that
+already holds a run). A failed step is recorded and the steps that depend on it are skipped (``blocked``); independent
 steps still run.
 
 Steps run as subprocesses (``python -m equinv ...``; a crash or kill cannot take the runner down) or,
@@ -63,6 +64,9 @@ def step_state(step: Step, by_name: dict[str, Step]) -> tuple[str, str]:
     if resumable:
         why = "interrupted" if not m or m.get("status") == "running" else f"{m.get('status')}, outputs missing"
         return "resume", f"{why}; continues from {RESUME_FILE}"
+    if step.resume_argv is not None and (Path(step.out) / "config.json").is_file():
+        # a training command refuses a directory that already holds a run: this one is moved aside
+        return "stale", "started but never checkpointed: starts afresh"
     if m is None:
         return "run", "not run yet"
     if m.get("status") == "running":

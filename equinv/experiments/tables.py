@@ -41,16 +41,19 @@ class Context:
 
 
 def fmt(v: float | None, digits: int = 2) -> str:
+    """A number with ``digits`` decimals, or a dash for ``None``."""
     return DASH if v is None else f"{v:.{digits}f}"
 
 
 def fmt_pm(m: float | None, s: float | None, digits: int = 2) -> str:
+    """``mean ± std``, or the mean alone without a std."""
     if m is None:
         return DASH
     return f"{m:.{digits}f} ± {s:.{digits}f}" if s is not None else f"{m:.{digits}f}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return out + ["| " + " | ".join(r) + " |" for r in rows]
 

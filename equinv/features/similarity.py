@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from equinv import coords as C
 from equinv.models.hypercolumn import bilinear_matrix
 
 #: ``F.normalize``'s floor on the norm: the same division as the materialised descriptors.
@@ -34,9 +35,9 @@ EPS = 1e-12
 
 
 def grid_cells(points: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Row and column ``(…, K)`` of the grid cell nearest to pixel points ``(…, K, 2)`` (x, y) of the S² grid."""
-    ix = points[..., 0].round().long().clamp(0, size - 1)
-    iy = points[..., 1].round().long().clamp(0, size - 1)
+    """Row and column ``(…, K)`` of the grid cell nearest to pixel points ``(…, K, 2)`` (x, y) of the S² grid
+    (:func:`equinv.coords.nearest_pixel`)."""
+    ix, iy = C.nearest_pixel(points, size)
     return iy, ix
 
 

@@ -10,9 +10,10 @@ A model directory holds two files; loading runs no code (safetensors + JSON only
   beside the mean training shape's, and software versions.
 
 Predictions (:meth:`LandmarkModel.predict`) are in each input image's own pixels (x right, y down, pixel
-centres at integers), with a per-landmark confidence in (0, 1]: ``1 / (1 + s / (0.05·S))`` where ``s`` is the
-spread of the predicted point implied by its heat-maps (``KeypointRegressor.forward_with_spread``, in pixels of
-the ``S``-px view) — 1 for a sharp prediction, 1/2 when the spread equals the PCK threshold ``0.05·S``.
+centres at integers). On request each point gets a confidence in (0, 1] from flip consistency: the view is also
+predicted mirrored (landmarks relabelled left ↔ right, x mirrored back), and ``d``, half the distance between the
+two predictions in pixels of the ``S``-px view, gives ``1 / (1 + d / (0.05·S))`` — 1 when both agree, 1/2 when
+they disagree by the PCK threshold ``0.05·S`` on each side. It costs a second pass of the network.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ FORMAT_VERSION = 1
 WEIGHTS, META = "model.safetensors", "model.json"
 
 
-def confidence(spread_px: Tensor, size: int) -> Tensor:
-    """``1 / (1 + s / (0.05·size))``: the confidence of a point whose spread is ``s`` view pixels."""
-    return 1.0 / (1.0 + spread_px / (0.05 * size))
+def confidence(disagreement_px: Tensor, size: int) -> Tensor:
+    """``1 / (1 + d / (0.05·size))``: the confidence of a point whose two predictions are ``2d`` view px apart."""
+    return 1.0 / (1.0 + disagreement_px / (0.05 * size))
+
+
+def unflip(points: Tensor, flip_perm) -> Tensor:
+    """Points predicted on mirrored views ``(B, K, 2)`` (normalised) → the original view's frame and labels."""
+    out = points[:, list(flip_perm)].clone()
+    out[..., 0] = -out[..., 0]  # x' = W − 1 − x is n' = −n in the frame n = 2x/(W − 1) − 1
+    return out
 
 
 @dataclass
@@ -82,12 +90,18 @@ class LandmarkModel:
 
     # -- applying it -----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_views(self, views: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalised ``[-1, 1]`` points ``(B, K, 2)`` and confidences ``(B, K)`` of uint8 ``(B, 3, S, S)`` views."""
-        size = int(self.meta["input"]["image_size"])
+    def predict_views(self, views: Tensor, with_confidence: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Normalised ``[-1, 1]`` points ``(B, K, 2)`` of uint8 ``(B, 3, S, S)`` views, and their flip-consistency
+        confidences ``(B, K)`` (``None`` without ``with_confidence``, which saves the second pass)."""
+        size, grid = int(self.meta["input"]["image_size"]), int(self.meta["regressor"]["grid"])
         x = prepare_input(views, None, self.meta["input"]["stats"], self.device)
-        pts, spread = self.regressor.forward_with_spread(self.source.maps(x), int(self.meta["regressor"]["grid"]))
-        return pts.float().cpu(), confidence(spread.float().cpu() * (size - 1) / 2.0, size)
+        pts = self.regressor(self.source.maps(x), grid).float().cpu()
+        if not with_confidence:
+            return pts, None
+        mirrored = unflip(self.regressor(self.source.maps(x.flip(-1)), grid).float().cpu(),
+                          self.meta["landmarks"]["flip_perm"])
+        half_gap = (pts - mirrored).norm(dim=-1) / 2.0 * (size - 1) / 2.0
+        return pts, confidence(half_gap, size)
 
     def predict(self, images, boxes=None, *, return_confidence: bool = False, batch: int = 32):
         """Landmarks of ``images`` in each image's own pixels: ``(N, K, 2)`` numpy (and ``(N, K)`` confidences).
@@ -104,9 +118,10 @@ class LandmarkModel:
             chunk = arrays[s : s + batch]
             bx = None if boxes is None else list(boxes)[s : s + batch]
             views, frames = frame_arrays(chunk, self, bx)
-            p, c = self.predict_views(views)
+            p, c = self.predict_views(views, return_confidence)
             pts.append(np.stack([f.to_source(q) for f, q in zip(frames, p.numpy(), strict=True)]))
-            conf.append(c.numpy())
+            if c is not None:
+                conf.append(c.numpy())
         out = np.concatenate(pts) if pts else np.zeros((0, len(self.landmark_names), 2))
         cf = np.concatenate(conf) if conf else np.zeros((0, len(self.landmark_names)))
         return (out, cf) if return_confidence else out

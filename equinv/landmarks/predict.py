@@ -1,7 +1,8 @@
 """``equinv predict``: landmarks of every input image, streamed to a JSON or CSV file (and overlays).
 
 Points are written in each input image's own pixels (x right, y down, pixel centres at integers), with a
-per-landmark confidence (:func:`equinv.landmarks.model.confidence`). Images are decoded, framed
+per-landmark flip-consistency confidence (:func:`equinv.landmarks.model.confidence`; ``confidence=False`` skips
+it and the second network pass it costs). Images are decoded, framed
 (:mod:`equinv.landmarks.framing`) and predicted batch by batch, and each result is written as soon as it is
 known, so memory holds one batch whatever the number of images. Outputs are written to a temporary file and
 renamed into place at the end; an existing output is only replaced with ``force``.
@@ -42,6 +43,7 @@ class PredictConfig:
     workers: int = 0
     skip_bad: bool = False
     force: bool = False
+    confidence: bool = True
     progress: bool = False
 
 
@@ -59,7 +61,8 @@ class _Writer:
         self.errors, self.first = [], True
         if self.fmt == ".json":
             head = {"model": model_dir, "landmarks": names, "frame": FRAME,
-                    "confidence": "1 / (1 + spread / (0.05 * view side)); 1 = sharp heat-maps"}
+                    "confidence": "1 / (1 + d / (0.05 * view side)), d = half the gap between the predictions of the "
+                                  "view and of its mirror image, in view pixels; 1 = they agree"}
             self.fh.write(json.dumps(head)[:-1] + ', "images": [\n')
         else:
             self.csv = csv.writer(self.fh)
@@ -74,7 +77,7 @@ class _Writer:
         if self.fmt == ".json":
             self.fh.write(("" if self.first else ",\n") + json.dumps(entry))
         else:
-            row = [entry["path"], *np.ravel(entry["points"]), *entry["confidence"]]
+            row = [entry["path"], *np.ravel(entry["points"]), *(entry["confidence"] or [""] * self.k)]
             if self.labelled:
                 row += [("" if v is None else v) for p in (entry.get("true") or [None] * self.k)
                         for v in (p if p is not None else (None, None))]
@@ -112,8 +115,8 @@ def _check_out(out: Path, force: bool) -> None:
         raise InputError("cannot write into the folder of --out", out.parent)
 
 
-def _entry(item: Item, points: np.ndarray, conf: np.ndarray) -> dict:
-    e = {"path": str(item.path), "points": _r(points), "confidence": _r(conf)}
+def _entry(item: Item, points: np.ndarray, conf: np.ndarray | None) -> dict:
+    e = {"path": str(item.path), "points": _r(points), "confidence": None if conf is None else _r(conf)}
     r = item.record
     if r is not None and r.num_landmarks:
         e["true"] = [_r(p) if v else None for p, v in zip(r.landmarks, r.visible, strict=True)]
@@ -146,9 +149,9 @@ def _batches(model: LandmarkModel, items: list[Item], cfg: PredictConfig):
     for batch in loader:
         good = [b for b in batch if "error" not in b]
         if good:
-            pts, conf = model.predict_views(torch.stack([b["view"] for b in good]))
-        results = {b["index"]: (Frame(b["box"], model.preprocess).to_source(pts[j].numpy()), conf[j].numpy())
-                   for j, b in enumerate(good)}
+            pts, conf = model.predict_views(torch.stack([b["view"] for b in good]), cfg.confidence)
+        results = {b["index"]: (Frame(b["box"], model.preprocess).to_source(pts[j].numpy()),
+                                None if conf is None else conf[j].numpy()) for j, b in enumerate(good)}
         for b in batch:
             yield (b["index"], items[b["index"]], *results[b["index"]]) if "error" not in b \
                 else (b["index"], items[b["index"]], b["error"])

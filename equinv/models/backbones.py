@@ -31,18 +31,18 @@ Weights are exchanged as plain state dicts in **torchvision key names** (``conv1
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from equinv.errors import InputError
 from equinv.models.heads import build_head
+from equinv.safefile import write_safetensors
 
 TAP_NAMES = ("maxpool", "layer1", "layer2", "layer3", "layer4")
 """The five feature taps, shallow to deep: x4 (post-maxpool), x5 = conv2_x, ..., x8 = conv5_x."""
@@ -312,17 +312,9 @@ def save_backbone(model: nn.Module, path: str | Path) -> Path:
     """Save the trunk of ``model`` (Encoder, MoCo → query encoder, or ResNet) as safetensors.
 
     Keys are torchvision's (no prefixes, no ``fc``); BN running statistics are included. The
-    architecture name is stored in the metadata under ``"arch"``. The write is atomic.
+    architecture name is stored in the metadata under ``"arch"``. The write is atomic and
+    reproducible (:func:`equinv.safefile.write_safetensors`).
     """
     trunk = _trunk_of(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: v.detach().cpu().contiguous() for k, v in trunk.state_dict().items() if not k.startswith("fc.")
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(
-        tensors, str(tmp), metadata={"arch": str(getattr(trunk, "arch", "")), "format": "equinv-backbone"}
-    )
-    os.replace(tmp, path)
-    return path
+    tensors = {k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
+    return write_safetensors(path, tensors, {"arch": str(getattr(trunk, "arch", "")), "format": "equinv-backbone"})

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from equinv.errors import InputError
+from equinv.safefile import read_safetensors, write_safetensors
 
 ARCHS = ("smallnet", "hourglass")
 
@@ -141,6 +141,7 @@ class Hourglass(nn.Module):
 
 
 def build_dve(arch: str, dim: int = 64) -> nn.Module:
+    """A DVE descriptor network: ``smallnet`` or ``hourglass`` with ``dim`` output channels."""
     if arch == "smallnet":
         return SmallNet(dim)
     if arch == "hourglass":
@@ -149,19 +150,14 @@ def build_dve(arch: str, dim: int = 64) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 
 def save_dve(model: nn.Module, path: str | Path, arch: str, **extra) -> Path:
     """Write the descriptor network's state dict as safetensors; ``arch``, ``dim`` and extras in metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": arch, "dim": int(model.dim), **extra}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"equinv_dve": json.dumps(meta)})
-    tmp.replace(path)
-    return path
+    return write_safetensors(path, model.state_dict(), {"equinv_dve": json.dumps(meta, sort_keys=True)})
 
 
 def is_dve_weights(path: str | Path | None) -> bool:
@@ -185,15 +181,10 @@ def is_dve_weights(path: str | Path | None) -> bool:
 
 def load_dve(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a network written by :func:`save_dve`; returns ``(model in eval mode, metadata)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("DVE weights not found", path)
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        raw = f.metadata() or {}
-        if "equinv_dve" not in raw:
-            raise InputError("not an equinv DVE weights file (no equinv_dve metadata)", path)
-        meta = json.loads(raw["equinv_dve"])
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    state, raw = read_safetensors(path, device, what="DVE weights")
+    if "equinv_dve" not in raw:
+        raise InputError("not an equinv DVE weights file (no equinv_dve metadata)", path)
+    meta = json.loads(raw["equinv_dve"])
     model = build_dve(meta["arch"], meta["dim"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta

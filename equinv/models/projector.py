@@ -8,6 +8,8 @@ Two modes:
   d = 128/256 and 6.5 for d = 64 (CL2 README), the default picked by ``dim``.
 * ``linear`` (the paper, P:91,95): ``Φ' = wᵀΦ``, no bias, no softmax.
 
+A trained projector (``equinv project``) is read back with :func:`load_projector`.
+
 The convolution is a :class:`~equinv.models.hypercolumn.FactorisedConv1x1`: ``forward(maps, size)``
 takes the hypercolumn's per-layer maps at their native resolution (``Hypercolumn.maps``) and returns
 ``(B, dim, size, size)`` without materialising the hypercolumn (24² for training, 96² for matching).
@@ -16,10 +18,13 @@ takes the hypercolumn's per-layer maps at their native resolution (``Hypercolumn
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from equinv.checkpoint import Checkpoint
+from equinv.errors import InputError
 from equinv.models.hypercolumn import FactorisedConv1x1
 
 MODES = {"softmax": "softmax", "reference": "softmax", "linear": "linear", "paper": "linear"}
@@ -72,8 +77,19 @@ class Projector(nn.Module):
         return f"in={sum(self.channels)}, dim={self.dim}, mode={self.mode}{mul}"
 
 
-def load_projector(path, device="cpu"):
-    """A trained projector (run dir → its best checkpoint, or a checkpoint file) and its config dict."""
-    from equinv.train.projector import load_projector as _load  # TEMPORARY: moves here with the engine branch
+def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
+    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict.
 
-    return _load(path, device)
+    The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``) and the
+    hypercolumn's per-layer ``channels``; returns ``(projector in eval mode on device, config dict)``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "best.safetensors"
+    ck = Checkpoint(p, device="cpu")
+    if "config" not in ck.meta or "channels" not in ck.meta:
+        raise InputError("not a projector checkpoint (no config/channels in its metadata)", p)
+    c = ck.meta["config"]
+    proj = Projector(ck.meta["channels"], c.get("dim", 64), c.get("mode", "reference"), c.get("softargmax_mul"))
+    proj.load_state_dict(ck.model)
+    return proj.to(device).eval(), c

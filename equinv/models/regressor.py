@@ -60,19 +60,6 @@ def soft_argmax(maps: Tensor, mul: float = 100.0) -> Tensor:
     return torch.stack([x, y], dim=-1)
 
 
-def soft_argmax_moments(maps: Tensor, mul: float = 100.0) -> tuple[Tensor, Tensor]:
-    """Mean and variance of (x, y) under ``softmax(mul · map)``: two ``(B, N, 2)`` tensors (see :func:`soft_argmax`)."""
-    b, n, h, w = maps.shape
-    p = F.softmax(mul * maps.reshape(b, n, h * w), dim=-1).reshape(b, n, h, w)
-    xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
-    ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
-    px, py = p.sum(2), p.sum(3)
-    mass = px.sum(-1)
-    mean = torch.stack([(px * xs).sum(-1) / mass, (py * ys).sum(-1) / mass], dim=-1)  # as soft_argmax
-    second = torch.stack([(px * xs.square()).sum(-1) / mass, (py * ys.square()).sum(-1) / mass], dim=-1)
-    return mean, (second - mean.square()).clamp_min(0)
-
-
 class KeypointRegressor(nn.Module):
     """``IntermediateKeypointPredictor`` of the reference, evaluated factorised by layer.
 
@@ -156,22 +143,6 @@ class KeypointRegressor(nn.Module):
         if torch.is_tensor(maps):
             maps = [maps]
         return self._regress(self.heatmaps(self._scaled(maps), size))
-
-    def forward_with_spread(self, maps: Sequence[Tensor] | Tensor, size: int = 48) -> tuple[Tensor, Tensor]:
-        """``(B, K, 2)`` points and ``(B, K)`` their spread in normalised units.
-
-        The spread is ``sqrt(Var x + Var y)`` of the output when each intermediate point varies as its heat-map's
-        softmax distribution does, independently: ``Var out = Σ_i w_i² Var p_i`` through the grouped linear
-        map. A sharp, consistent set of heat-maps gives a small spread; diffuse ones a large one.
-        """
-        if torch.is_tensor(maps):
-            maps = [maps]
-        mean, var = soft_argmax_moments(self.heatmaps(self._scaled(maps), size), self.softargmax_mul)
-        b, k, ni = mean.shape[0], self.n_landmarks, self.n_heatmaps
-        pts = self.regressor(mean.reshape(b, -1, 1, 1)).reshape(b, k, 2)
-        w2 = self.regressor.weight.reshape(k, 2, ni, 2).square()  # [landmark, out (x, y), heat-map, in (x, y)]
-        out_var = torch.einsum("koic,bkic->bko", w2, var.reshape(b, k, ni, 2))
-        return pts, out_var.sum(-1).sqrt()
 
     def forward_dense(self, hypercolumn: Tensor) -> Tensor:
         if self.input_scale is not None:

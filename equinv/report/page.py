@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from equinv import coords as C
 from equinv.errors import InputError
 from equinv.records import N_SHOW
 
@@ -82,18 +83,21 @@ class Link:
 
 @dataclass
 class Heading:
+    """A heading block of a page."""
     level: int
     text: str
 
 
 @dataclass
 class Text:
+    """A paragraph (``note``: rendered as a note)."""
     text: str
     note: bool = False
 
 
 @dataclass
 class Table:
+    """A table block: a header and rows of cells."""
     header: list[str]
     rows: list[list]
     #: (row, column) cells to emphasise (e.g. the best value of a column)
@@ -107,12 +111,14 @@ class Table:
 
 @dataclass
 class Image:
+    """A figure block: a file next to the page and its caption."""
     src: str
     caption: str
 
 
 @dataclass
 class Details:
+    """A collapsed block (HTML ``<details>``) holding preformatted text."""
     summary: str
     body: str
 
@@ -330,8 +336,8 @@ def saved_views(z: dict, j: int, n: int) -> tuple[np.ndarray | None, str | None]
 
 
 def _to_px(p: np.ndarray, size: int) -> np.ndarray:
-    """Normalised ``[-1, 1]`` → final-view pixels: ``px = (n + 1)·(size − 1)/2``."""
-    return (np.asarray(p, np.float64) + 1.0) * (size - 1) / 2.0
+    """Saved normalised ``[-1, 1]`` points (``align_corners=True``) → float64 pixels of the ``size`` final view."""
+    return C.points_from_norm(np.asarray(p, np.float64), size, align_corners=True)
 
 
 def _image_errors(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, eyes, size: int) -> list[str]:
@@ -410,13 +416,8 @@ def reference_series(runs: list[dict], spec: str, key: str):
     return Series("mean training shape (no features)", [p[0] for p in pts], [p[1] for p in pts], reference=True)
 
 
-def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> None:
-    cfg = rec.get("config") or {}
-    runs = regression_runs(rec)
-    specs = test_specs(rec, runs)
-    size = int(cfg.get("image_size") or 96)
-    eyes = rec.get("eyes")
-    names = list(rec.get("landmark_names") or [])
+def _regression_summary(page: Page, rec: dict, cfg: dict) -> None:
+    """The heading and one line: training data, validation data, epochs, selection."""
     page.add(Heading(2, "Landmark regression"))
     ds = rec.get("datasets") or {}
     train = ds.get("train") if isinstance(ds, dict) else cfg.get("train")
@@ -430,9 +431,13 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
         bits.append(f"kept: {rec['selection']}")
     page.add(Text("; ".join(bits) + "."))
 
-    has_iod = any((t or {}).get("iod_error_percent") is not None for r in runs for t in r.get("tests", {}).values())
-    has_paper = any((t or {}).get("paper_pck") is not None for r in runs for t in r.get("tests", {}).values())
-    has_ref = any((t or {}).get("mean_shape_pck") is not None for r in runs for t in r.get("tests", {}).values())
+
+def _regression_table(page: Page, runs: list[dict], specs: list[str], cfg: dict, size: int) -> bool:
+    """The metrics table (one row per n_train entry and test set) and its caption; returns whether IOD is shown."""
+    tests = [t or {} for r in runs for t in r.get("tests", {}).values()]
+    has_iod = any(t.get("iod_error_percent") is not None for t in tests)
+    has_paper = any(t.get("paper_pck") is not None for t in tests)
+    has_ref = any(t.get("mean_shape_pck") is not None for t in tests)
     ref_key = "mean_shape_iod_error_percent" if has_iod else "mean_shape_pck"
     header = ["annotations", "repeats", "test set"] + (["IOD error %"] if has_iod else []) + ["PCK %"] \
         + (["paper PCK %"] if has_paper else []) \
@@ -462,36 +467,38 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
                   + (" Mean shape: a reference with no features, the mean of the same training images' "
                      "landmarks predicted for every test image; a representation that does not beat it has "
                      "not yet learned to place landmarks." if has_ref else "")))
+    return has_iod
 
-    if has_iod:
-        _curve(page, figs, d, "report_curve_iod.png", runs, specs, "iod_error_percent", "IOD error %",
-               "IOD error vs annotations")
-    _curve(page, figs, d, "report_curve_pck.png", runs, specs, "pck", "PCK %", "PCK vs annotations")
 
-    # per landmark: one table per test set, a column per n_train entry (and metric)
+def _per_landmark_tables(page: Page, runs: list[dict], specs: list[str], names: list[str]) -> None:
+    """One table per test set, a column per n_train entry (and metric)."""
     k = max([len(names)] + [len((t or {}).get("pck_per_landmark") or (t or {}).get("per_landmark") or [])
                             for r in runs for t in r.get("tests", {}).values()])
-    if k:
-        names = names + [f"p{i}" for i in range(len(names), k)]
-        for spec in specs:
-            header, cols = ["#", "landmark"], []
-            for r in runs:
-                t = (r.get("tests") or {}).get(spec) or {}
-                if t.get("iod_error_percent") is not None and t.get("per_landmark"):
-                    header.append(f"IOD % N={n_label(r)}")
-                    cols.append(t["per_landmark"])
-                pl = t.get("pck_per_landmark") or (t.get("per_landmark") if t.get("iod_error_percent") is None
-                                                   else None)
-                if pl:
-                    header.append(f"PCK % N={n_label(r)}")
-                    cols.append(pl)
-            if not cols:
-                continue
-            page.add(Heading(3, f"Per landmark: {short_spec(spec)}"))
-            rows = [[str(i), names[i]] + [fmt(c[i]) if i < len(c) else "–" for c in cols] for i in range(k)]
-            page.add(Table(header, rows))
+    if not k:
+        return
+    names = names + [f"p{i}" for i in range(len(names), k)]
+    for spec in specs:
+        header, cols = ["#", "landmark"], []
+        for r in runs:
+            t = (r.get("tests") or {}).get(spec) or {}
+            if t.get("iod_error_percent") is not None and t.get("per_landmark"):
+                header.append(f"IOD % N={n_label(r)}")
+                cols.append(t["per_landmark"])
+            pl = t.get("pck_per_landmark") or (t.get("per_landmark") if t.get("iod_error_percent") is None
+                                               else None)
+            if pl:
+                header.append(f"PCK % N={n_label(r)}")
+                cols.append(pl)
+        if not cols:
+            continue
+        page.add(Heading(3, f"Per landmark: {short_spec(spec)}"))
+        rows = [[str(i), names[i]] + [fmt(c[i]) if i < len(c) else "–" for c in cols] for i in range(k)]
+        page.add(Table(header, rows))
 
-    # predictions on the first test images
+
+def _prediction_figures(page: Page, rec: dict, d: Path, figs: list[Path], runs: list[dict], specs: list[str],
+                        size: int) -> None:
+    """Predicted vs true landmarks on the first test images the evaluation saved."""
     from equinv.report.figures import landmark_grid
 
     page.add(Heading(3, "Predictions on test images"))
@@ -499,6 +506,7 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
     if z is None:
         page.add(Text(why, note=True))
         return
+    eyes = rec.get("eyes")
     for j, spec in enumerate(specs):
         if f"gt_{j}" not in z:
             page.add(Text(f"no saved ground truth for {spec}", note=True))
@@ -519,6 +527,20 @@ def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> Non
                                       _image_errors(pred, gt, vis, eyes, size), title, size))
             page.add(Image(name, f"{title}: true (blue circles) vs predicted (orange crosses) landmarks, "
                                  f"first {len(gt)} test images"))
+
+
+def _regression_section(page: Page, rec: dict, d: Path, figs: list[Path]) -> None:
+    cfg = rec.get("config") or {}
+    runs = regression_runs(rec)
+    specs = test_specs(rec, runs)
+    size = int(cfg.get("image_size") or 96)
+    _regression_summary(page, rec, cfg)
+    if _regression_table(page, runs, specs, cfg, size):
+        _curve(page, figs, d, "report_curve_iod.png", runs, specs, "iod_error_percent", "IOD error %",
+               "IOD error vs annotations")
+    _curve(page, figs, d, "report_curve_pck.png", runs, specs, "pck", "PCK %", "PCK vs annotations")
+    _per_landmark_tables(page, runs, specs, list(rec.get("landmark_names") or []))
+    _prediction_figures(page, rec, d, figs, runs, specs, size)
 
 
 def _annotations(run: dict) -> str:

@@ -28,16 +28,11 @@ from its last checkpoint ends with the same weights.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from equinv.augment import tps as T
 from equinv.augment.recipes import ViewConfig, make_view, to_float
@@ -45,9 +40,10 @@ from equinv.data.preprocess import FACE_CONTEXT, Preprocess
 from equinv.errors import InputError
 from equinv.losses.dve import dve_loss
 from equinv.models.dve import ARCHS, build_dve, count_parameters, save_dve
-from equinv.train.checkpoint import Checkpoint, save_checkpoint
 from equinv.train.config import JsonConfig
-from equinv.train.pretrain import build_images, step_seed
+from equinv.train.data import build_images, require_batch
+from equinv.train.engine import Method, Position, peak_memory_mb, step_seed, train
+from equinv.train.guards import check_options
 
 ARCH_DEFAULTS = {
     "hourglass": {"batch_size": 16, "input_size": 96, "normalize_vectors": True, "bias_lr": None},
@@ -60,6 +56,8 @@ class DVEConfig(JsonConfig):
     """A DVE training run (saved as ``RUN/config.json``). ``None`` fields take the arch's defaults."""
 
     run_kind = "DVE run"
+    resumable = ("epochs", "max_minutes", "workers", "device", "ckpt_every", "save_every", "log_every", "loss_chunk")
+    per_invocation = ("max_minutes",)
 
     data: list[str] = field(default_factory=list)
     out: str = "runs/dve"
@@ -102,6 +100,15 @@ class DVEConfig(JsonConfig):
             vals["milestones"] = ([70, 90] if self.arch == "smallnet"
                                   else list(range(50, max(self.epochs, 50) + 1, 50)))
         return DVEConfig(**vals)
+
+    def validate(self) -> None:
+        """Refuse a run that cannot train (no data, nonsensical numbers) before any work; call on ``resolved()``."""
+        if not self.data:
+            raise InputError("no training data: give at least one --data KIND:PATH")
+        check_options(self, count=("epochs", "batch_size", "dim", "size", "input_size", "ckpt_every", "log_every",
+                                   "loss_chunk", "max_images"),
+                      count0=("workers", "save_every"), positive=("power",),
+                      nonneg=("lr", "bias_lr", "weight_decay", "gamma", "max_minutes"))
 
     def lr_at(self, epoch: int, base: float) -> float:
         """Learning rate of (1-based) ``epoch``: ``base · gamma^#{m in milestones : m < epoch}``."""
@@ -148,112 +155,64 @@ def _optimizer(model: torch.nn.Module, cfg: DVEConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True)
 
 
+class DVEMethod(Method):
+    """DVE steps for the engine: one process; pairs and loss as the reference (module docstring)."""
+
+    name = "dve"
+
+    def __init__(self, cfg: DVEConfig, device: torch.device, progress: bool):
+        self.cfg, self.device = cfg, device
+        self.images = build_images(cfg, Preprocess(size=cfg.size, context=FACE_CONTEXT), progress)
+        require_batch(len(self.images), cfg.batch_size)
+        torch.manual_seed(cfg.seed)
+        self.model = build_dve(cfg.arch, cfg.dim).to(device)
+        self.optimizer = _optimizer(self.model, cfg)
+        self.steps_per_epoch = len(self.images) // cfg.batch_size
+        self.images_per_step = cfg.batch_size
+        self.model.train()
+
+    def set_epoch(self, epoch: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.lr_at(epoch, g["base_lr"])
+
+    def batches(self, epoch: int, start: int):
+        bs = self.cfg.batch_size
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        for step in range(start, self.steps_per_epoch):
+            yield self.images.__getitems__(order[step * bs:(step + 1) * bs].tolist())["image"]
+
+    def step(self, batch: torch.Tensor, global_step: int) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        batch = batch.to(self.device, non_blocking=True)
+        seed = step_seed(cfg.seed, 0, global_step)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        x1, x2, grid = make_pairs(batch, cfg.size, cfg.input_size, gen)
+        feats = self.model(torch.cat((x1, x2)))
+        f1, f2 = feats.chunk(2)
+        loss = dve_loss(f1, f2, grid.to(self.device), cfg.normalize_vectors, cfg.power, chunk=cfg.loss_chunk)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), {}
+
+    def log_extra(self, stats: dict) -> dict:
+        return {"peak_mem_mb": peak_memory_mb(self.device)} if self.device.type == "cuda" else {}
+
+    def checkpoint_meta(self, pos: Position) -> dict:
+        return {**super().checkpoint_meta(pos), "arch": self.cfg.arch, "dim": self.cfg.dim,
+                "input_size": self.cfg.input_size}
+
+    def finish(self, run: Path, stopped: bool, global_step: int) -> tuple[Path, Path]:
+        path = save_dve(self.model, run / "descriptor.safetensors", self.cfg.arch, input_size=self.cfg.input_size,
+                        global_step=global_step, finished=not stopped, parameters=count_parameters(self.model))
+        return run, path
+
+
 def train_dve(cfg: DVEConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train a DVE descriptor network as configured; returns the run directory.
 
     Stops early (after a checkpoint at the exact position) once ``max_minutes`` of wall clock have passed;
-    ``train_dve(DVEConfig.load(RUN/config.json), resume=True)`` continues from there.
+    ``train_dve(DVEConfig.resume(RUN, {}), resume=True)`` continues from there.
     """
-    t_start = time.perf_counter()
-    if not cfg.data:
-        raise InputError("no training data: give at least one --data KIND:PATH")
-    cfg = cfg.resolved()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run = Path(cfg.out)
-    ckpt_dir = run / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run / "config.json")
-
-    pre = Preprocess(size=cfg.size, context=FACE_CONTEXT)
-    images = build_images(cfg, pre, progress)
-    if len(images) < cfg.batch_size:
-        raise InputError(f"only {len(images)} images for a batch of {cfg.batch_size}; lower --batch-size")
-
-    torch.manual_seed(cfg.seed)
-    model = build_dve(cfg.arch, cfg.dim).to(device)
-    opt = _optimizer(model, cfg)
-    start_epoch, start_step, global_step = 1, 0, 0
-    last = ckpt_dir / "last.safetensors"
-    if resume and last.exists():
-        ck = Checkpoint(last, device="cpu")
-        model.load_state_dict(ck.model)
-        opt.load_state_dict(ck.optimizer)
-        start_epoch, start_step = ck.meta["epoch"], ck.meta["step_in_epoch"]
-        global_step = ck.meta["global_step"]
-        if progress:
-            print(f"resuming {run} at epoch {start_epoch}, step {start_step} (global step {global_step})")
-
-    steps_per_epoch = len(images) // cfg.batch_size
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run / "tb"), purge_step=global_step or None)
-    bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=global_step, desc=f"dve-{cfg.arch}", unit="step",
-               disable=not progress, dynamic_ncols=True)
-    kill_at = int(os.environ.get("EQUINV_TEST_KILL_AT_STEP", "0"))  # test hook: simulate a crash
-    budget = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
-
-    def save(epoch: int, step_in_epoch: int, name: str = "last.safetensors") -> None:
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "arch": cfg.arch,
-                "dim": cfg.dim, "input_size": cfg.input_size}
-        save_checkpoint(ckpt_dir / name, model.state_dict(), opt.state_dict(), meta=meta)
-
-    model.train()
-    stopped = False
-    t_last, n_last = time.perf_counter(), 0
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(epoch, g["base_lr"])
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        for step in range(start_step, steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
-            batch = images.__getitems__(idx)["image"].to(device, non_blocking=True)
-            seed = step_seed(cfg.seed, 0, global_step)
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed)
-            x1, x2, grid = make_pairs(batch, cfg.size, cfg.input_size, gen)
-            feats = model(torch.cat((x1, x2)))
-            f1, f2 = feats.chunk(2)
-            loss = dve_loss(f1, f2, grid.to(device), cfg.normalize_vectors, cfg.power, chunk=cfg.loss_chunk)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            global_step += 1
-            n_last += cfg.batch_size
-            bar.update()
-            if global_step % cfg.log_every == 0 or step + 1 == steps_per_epoch:
-                dt = time.perf_counter() - t_last
-                row = {"step": global_step, "epoch": epoch, "loss": float(loss.detach()),
-                       "lr": opt.param_groups[0]["lr"], "img_per_s": n_last / max(dt, 1e-9)}
-                if device.type == "cuda":
-                    row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-                t_last, n_last = time.perf_counter(), 0
-                for k, v in row.items():
-                    if k not in ("step", "epoch"):
-                        writer.add_scalar(f"dve/{k}", v, global_step)
-                with open(run / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
-            if kill_at and global_step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            out_of_time = budget is not None and time.perf_counter() - t_start >= budget
-            if step + 1 < steps_per_epoch and (out_of_time or global_step % cfg.ckpt_every == 0):
-                save(epoch, step + 1)
-            if out_of_time:
-                stopped = True
-                break
-        start_step = 0
-        if stopped and step + 1 < steps_per_epoch:
-            break
-        save(epoch + 1, 0)
-        if cfg.save_every and epoch % cfg.save_every == 0:
-            save(epoch + 1, 0, f"epoch_{epoch:04d}.safetensors")
-        if stopped:
-            break
-    bar.close()
-    writer.close()
-    save_dve(model, run / "descriptor.safetensors", cfg.arch, input_size=cfg.input_size, global_step=global_step,
-             finished=not stopped, parameters=count_parameters(model))
-    if progress:
-        state = "stopped at the time budget" if stopped else "done"
-        print(f"{state}: {global_step} steps; weights in {run / 'descriptor.safetensors'}")
-    return run
+    return train(cfg.resolved(), DVEMethod, resume=resume, progress=progress)

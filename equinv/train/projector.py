@@ -26,15 +26,13 @@ Without augmentation the (un-warped) input of an image never changes, so its hyp
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.recipes import face_moco, make_view
@@ -46,13 +44,16 @@ from equinv.data.spec import read_index
 from equinv.errors import InputError, SkipLog
 from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
-from equinv.features.sources import ProjectedSource
+from equinv.features.sources import ProjectedSource, hypercolumn_of
+from equinv.features.spec import FeatureSpec
 from equinv.losses.equivariance import paper_equivariance_loss, reference_equivariance_loss, warp_targets
-from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
-from equinv.models.projector import Projector
-from equinv.train.checkpoint import Checkpoint, save_checkpoint
+from equinv.models.hypercolumn import Hypercolumn
+from equinv.models.projector import Projector, load_projector
 from equinv.train.config import JsonConfig
-from equinv.train.pretrain import step_seed
+from equinv.train.engine import Engine, Method, Position, step_seed, train
+from equinv.train.guards import check_options
+
+__all__ = ["ProjectConfig", "FeatureCache", "ProjectMethod", "build_model", "load_projector", "train_projector"]
 
 DEFAULT_DATA = "celeba:../shared/data/celeba?split=not_mafl"
 DEFAULT_VAL = "celeba:../shared/data/celeba?split=mafl_train"
@@ -63,6 +64,7 @@ class ProjectConfig(JsonConfig):
     """Everything that defines a projector run (saved as ``RUN/config.json``)."""
 
     run_kind = "projector run"
+    resumable = ("epochs", "device", "match_batch", "log_every")
 
     backbone: str = "random"  # pretraining run dir, weights file, or "random" (seeded random init)
     arch: str = "resnet18"
@@ -125,6 +127,11 @@ class ProjectConfig(JsonConfig):
         return self.eta_min + (self.lr - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
 
     def validate(self) -> None:
+        """Refuse a run that cannot train (unknown mode, a test split, nonsensical numbers) before any work."""
+        check_options(self, count=("layer", "val_pairs", "dim", "train_size", "size", "epochs", "batch_size",
+                                   "max_images", "match_batch", "log_every"),
+                      positive=("softargmax_mul", "temperature", "power"),
+                      nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
         if self.mode not in ("reference", "paper"):
             raise InputError(f"--mode must be reference or paper, got {self.mode!r}")
         if "test" in self.val.lower():
@@ -179,151 +186,133 @@ def _val_indices(n: int, pairs: int, seed: int) -> list[int]:
 
 
 def build_model(cfg: ProjectConfig, device: torch.device) -> tuple[Hypercolumn, Projector]:
-    weights = None if cfg.backbone in ("random", "none", "") else cfg.backbone
-    trunk = frozen_trunk(cfg.arch, weights, seed=cfg.seed)
-    hc = Hypercolumn(trunk, reference_taps(cfg.layer), size=cfg.size).to(device).eval()
+    """The frozen hypercolumn of the configured backbone (the shared feature description) and a fresh projector."""
+    spec = FeatureSpec(backbone=cfg.backbone or "random", arch=cfg.arch, layers=cfg.layer, seed=cfg.seed)
+    hc = hypercolumn_of(spec, grid=cfg.size).to(device).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         proj = Projector(hc.channels, cfg.dim, cfg.projector_mode, cfg.softargmax_mul)
     return hc, proj.to(device)
 
 
-def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train as configured; returns ``{"run": Path, "best": {...}, "history": [...]}``."""
-    cfg.validate()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run = Path(cfg.out)
-    ckpt_dir = run / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run / "config.json")
+class ProjectMethod(Method):
+    """Projector steps for the engine: a frozen hypercolumn, the projector and its loss; resumable per epoch.
 
-    log = SkipLog(skip_bad=cfg.skip_bad)
-    pre = Preprocess(size=cfg.size)
-    train_ds = _load_set(cfg.data, pre, log, progress)
-    images = ImageSet([train_ds], max_images=cfg.max_images, seed=cfg.seed)
-    val_ds = _load_set(cfg.val, pre, log, progress)
-    val_idx = _val_indices(len(val_ds), cfg.val_pairs, cfg.val_seed)
-    if len(images) < 1 or len(val_idx) < 2:
-        raise InputError("need at least one training image and two validation images")
-    canvas, margin = train_ds.pre.canvas, train_ds.pre.margin
-    view_cfg = face_moco(canvas=canvas, final=canvas if cfg.mode == "paper" else cfg.size)
+    After every epoch the projector is validated by matching; ``best.safetensors`` keeps the epoch with
+    the lowest different-identity error.
+    """
 
-    hc, proj = build_model(cfg, device)
-    opt = torch.optim.Adam(proj.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                           weight_decay=cfg.weight_decay)
-    start_epoch, global_step, best, history = 1, 0, None, []
-    last = ckpt_dir / "last.safetensors"
-    if resume and last.exists():
-        ck = Checkpoint(last, device="cpu")
-        proj.load_state_dict(ck.model)
-        opt.load_state_dict(ck.optimizer)
-        start_epoch, global_step = ck.meta["epoch"] + 1, ck.meta["global_step"]
-        best, history = ck.meta.get("best"), ck.meta.get("history", [])
-        if progress:
-            print(f"resuming {run} after epoch {ck.meta['epoch']}")
+    name = "project"
+    log_epoch_end = False
 
-    from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, cfg: ProjectConfig, device: torch.device, progress: bool):
+        self.cfg, self.device, self.progress = cfg, device, progress
+        log = SkipLog(skip_bad=cfg.skip_bad)
+        pre = Preprocess(size=cfg.size)
+        train_ds = _load_set(cfg.data, pre, log, progress)
+        self.images = ImageSet([train_ds], max_images=cfg.max_images, seed=cfg.seed)
+        self.val_ds = _load_set(cfg.val, pre, log, progress)
+        self.val_idx = _val_indices(len(self.val_ds), cfg.val_pairs, cfg.val_seed)
+        if len(self.images) < 1 or len(self.val_idx) < 2:
+            raise InputError("need at least one training image and two validation images")
+        self.canvas, self.margin = train_ds.pre.canvas, train_ds.pre.margin
+        self.view_cfg = face_moco(canvas=self.canvas, final=self.canvas if cfg.mode == "paper" else cfg.size)
+        self.hc, self.model = build_model(cfg, device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                                          weight_decay=cfg.weight_decay)
+        self.cache = FeatureCache(len(self.images), cfg.feature_cache_gb if not cfg.use_augment else 0.0)
+        self.steps_per_epoch = math.ceil(len(self.images) / cfg.batch_size)
+        self.stride = cfg.size / cfg.train_size
+        self.sl = slice(self.margin, self.margin + cfg.size)
+        self.best: dict | None = None
+        self.history: list[dict] = []
 
-    writer = SummaryWriter(str(run / "tb"), purge_step=global_step or None)
-    cache = FeatureCache(len(images), cfg.feature_cache_gb if not cfg.use_augment else 0.0)
-    stride = cfg.size / cfg.train_size
-    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    temperature, power = cfg.loss_temperature, cfg.loss_power
-    sl = slice(margin, margin + cfg.size)
+    def set_epoch(self, epoch: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.lr_at(epoch)
+        self.model.train()
+        self.t0, self.losses = time.perf_counter(), []
 
-    def base_view(img_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def batches(self, epoch: int, start: int):
+        bs = self.cfg.batch_size
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
+        for s in range(start, self.steps_per_epoch):
+            yield order[s * bs : (s + 1) * bs]
+
+    def _base_view(self, img_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Normalised view: augmented through the MoCo chain, or plain (paper: whole canvas kept)."""
-        if cfg.use_augment:
-            return make_view(img_u8, None, None, view_cfg, gen).images
+        if self.cfg.use_augment:
+            return make_view(img_u8, None, None, self.view_cfg, gen).images
         x = normalize(img_u8.float().div_(255.0), FACE_MEAN, FACE_STD)
-        return x if cfg.mode == "paper" else x[..., sl, sl]
+        return x if self.cfg.mode == "paper" else x[..., self.sl, self.sl]
 
-    def save(name: str, epoch: int) -> None:
-        meta = {"epoch": epoch, "global_step": global_step, "best": best, "history": history,
-                "config": asdict(cfg), "channels": list(hc.channels)}
-        save_checkpoint(ckpt_dir / name, proj.state_dict(), opt.state_dict() if name == "last.safetensors" else None,
-                        meta=meta)
+    def step(self, pos: torch.Tensor, global_step: int) -> tuple[torch.Tensor, dict]:
+        cfg, hc, proj, sl = self.cfg, self.hc, self.model, self.sl
+        temperature, power = cfg.loss_temperature, cfg.loss_power
+        batch = self.images.__getitems__(pos.tolist())
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, global_step))
+        x = self._base_view(batch["image"].to(self.device, non_blocking=True), gen)
+        if cfg.mode == "reference":
+            with torch.no_grad():
+                maps = self.cache.get(pos, lambda x=x: hc.maps(x))
+            loss = reference_equivariance_loss(proj(maps, cfg.train_size), self.stride, temperature, power)
+        else:
+            params = sample_tps(x.shape[0], cfg.tps, gen).to(self.device)
+            warped = warp_images(x, params)
+            with torch.no_grad():
+                maps_x = self.cache.get(pos, lambda x=x: hc.maps(x[..., sl, sl].contiguous()))
+                maps_w = hc.maps(warped[..., sl, sl].contiguous())
+            f1 = proj(maps_w, cfg.train_size)
+            f2 = proj(maps_x, cfg.train_size)
+            tgt, valid = warp_targets(params, cfg.train_size, cfg.train_size, self.stride, self.canvas, self.margin,
+                                      self.device)
+            loss = paper_equivariance_loss(f1, f2, tgt, self.stride, valid, temperature, power)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(loss.item())  # the epoch's mean loss; also what the guard checks
+        return loss.detach(), {}
 
-    def log_row(row: dict) -> None:
-        with open(run / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        lr = cfg.lr_at(epoch)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        proj.train()
-        bar = tqdm(total=steps_per_epoch, desc=f"project {epoch}/{cfg.epochs}", unit="step",
-                   disable=not progress, dynamic_ncols=True, leave=False)
-        t0, losses = time.perf_counter(), []
-        for s in range(steps_per_epoch):
-            pos = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            batch = images.__getitems__(pos.tolist())
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, global_step))
-            img = batch["image"].to(device, non_blocking=True)
-            x = base_view(img, gen)
-            if cfg.mode == "reference":
-                with torch.no_grad():
-                    maps = cache.get(pos, lambda x=x: hc.maps(x))
-                f = proj(maps, cfg.train_size)
-                loss = reference_equivariance_loss(f, stride, temperature, power)
-            else:
-                params = sample_tps(x.shape[0], cfg.tps, gen).to(device)
-                warped = warp_images(x, params)
-                with torch.no_grad():
-                    maps_x = cache.get(pos, lambda x=x: hc.maps(x[..., sl, sl].contiguous()))
-                    maps_w = hc.maps(warped[..., sl, sl].contiguous())
-                f1 = proj(maps_w, cfg.train_size)
-                f2 = proj(maps_x, cfg.train_size)
-                tgt, valid = warp_targets(params, cfg.train_size, cfg.train_size, stride, canvas, margin, device)
-                loss = paper_equivariance_loss(f1, f2, tgt, stride, valid, temperature, power)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            global_step += 1
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if global_step % cfg.log_every == 0:
-                writer.add_scalar("project/loss", losses[-1], global_step)
-                writer.add_scalar("project/lr", lr, global_step)
-                log_row({"step": global_step, "epoch": epoch, "loss": losses[-1], "lr": lr})
-        bar.close()
-        train_s = time.perf_counter() - t0
-        proj.eval()
-        descriptors = descriptor_fn(ProjectedSource(hc, proj, cfg.size, "output"), cfg.size)
-        res = match_errors(descriptors, val_ds, n_pairs=cfg.val_pairs,
-                           seed=cfg.val_seed, batch=cfg.match_batch, indices=val_idx, device=device,
-                           progress=progress)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "train_s": train_s, "val": res}
-        history.append({"epoch": epoch, "loss": row["loss"], **{k: res[k] for k in
-                                                                 ("match_error_same", "match_error_diff")}})
+    def end_epoch(self, epoch: int, engine: Engine) -> None:
+        """Validate by matching, log the epoch, keep ``best.safetensors`` when it improved."""
+        cfg, lr = self.cfg, self.optimizer.param_groups[0]["lr"]
+        train_s = time.perf_counter() - self.t0
+        self.model.eval()
+        descriptors = descriptor_fn(ProjectedSource(self.hc, self.model, cfg.size, "output"), cfg.size)
+        res = match_errors(descriptors, self.val_ds, n_pairs=cfg.val_pairs, seed=cfg.val_seed,
+                           batch=cfg.match_batch, indices=self.val_idx, device=self.device, progress=self.progress)
+        row = {"epoch": epoch, "loss": float(np.mean(self.losses)), "lr": lr, "train_s": train_s, "val": res}
+        self.history.append({"epoch": epoch, "loss": row["loss"], **{k: res[k] for k in
+                                                                      ("match_error_same", "match_error_diff")}})
         for k in ("match_error_same", "match_error_diff", "match_error_same_px", "match_error_diff_px"):
-            writer.add_scalar(f"val/{k}", res[k], global_step)
-        writer.add_scalar("project/epoch_loss", row["loss"], global_step)
-        log_row(row)
-        improved = best is None or res["match_error_diff"] < best["match_error_diff"]
+            engine.log.scalar(f"val/{k}", res[k], engine.global_step)
+        engine.log.scalar("project/epoch_loss", row["loss"], engine.global_step)
+        engine.log.line(row)
+        improved = self.best is None or res["match_error_diff"] < self.best["match_error_diff"]
         if improved:
-            best = {"epoch": epoch, **{k: res[k] for k in ("match_error_same", "match_error_diff",
-                                                           "match_error_same_px", "match_error_diff_px")}}
-            save("best.safetensors", epoch)
-        save("last.safetensors", epoch)
+            self.best = {"epoch": epoch, **{k: res[k] for k in ("match_error_same", "match_error_diff",
+                                                                "match_error_same_px", "match_error_diff_px")}}
+            engine.save(Position(epoch + 1, 0, engine.global_step), "best.safetensors", optimizer=False)
         print(f"epoch {epoch}/{cfg.epochs}  loss {row['loss']:.4f}  lr {lr:.2e}  "
               f"match same {res['match_error_same']:.3f}  diff {res['match_error_diff']:.3f} (70-px frame; "
               f"px {res['match_error_same_px']:.2f}/{res['match_error_diff_px']:.2f})"
               f"{'  *best' if improved else ''}", flush=True)
-    writer.close()
-    return {"run": run, "best": best, "history": history}
+
+    def checkpoint_meta(self, pos: Position) -> dict:
+        # a projector checkpoint is always at an epoch's end: "epoch" is the finished one
+        return {"epoch": pos.epoch - 1, "global_step": pos.global_step, "best": self.best, "history": self.history,
+                "config": asdict(self.cfg), "channels": list(self.hc.channels)}
+
+    def load(self, ck) -> Position:
+        self.model.load_state_dict(ck.model)
+        self.optimizer.load_state_dict(ck.optimizer)
+        self.best, self.history = ck.meta.get("best"), ck.meta.get("history", [])
+        return Position(ck.meta["epoch"] + 1, 0, ck.meta["global_step"])
+
+    def finish(self, run: Path, stopped: bool, global_step: int) -> tuple[dict, Path]:
+        return {"run": run, "best": self.best, "history": self.history}, run / "checkpoints" / "best.safetensors"
 
 
-def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
-    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoints" / "best.safetensors"
-    ck = Checkpoint(p, device="cpu")
-    c = ProjectConfig(**{k: v for k, v in ck.meta["config"].items() if k in {f.name for f in fields(ProjectConfig)}})
-    proj = Projector(ck.meta["channels"], c.dim, c.projector_mode, c.softargmax_mul)
-    proj.load_state_dict(ck.model)
-    return proj.to(device).eval(), ck.meta["config"]
+def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train as configured; returns ``{"run": Path, "best": {...}, "history": [...]}``."""
+    return train(cfg, ProjectMethod, resume=resume, progress=progress)

@@ -101,6 +101,103 @@ def cell_geometry(h: int, w: int, cell: int) -> tuple[float, int, int]:
     return s, (cell - nw) // 2, (cell - nh) // 2
 
 
+def _longest_names(samples: Sequence) -> tuple[str, ...]:
+    """The longest landmark-name list among ``samples`` (the legend's names)."""
+    names: tuple[str, ...] = ()
+    for s in samples:
+        if len(s.names) > len(names):
+            names = tuple(s.names)
+    return names
+
+
+def _legend_layout(names: Sequence[str], font, r: int, width: int) -> list[list[int]]:
+    """Landmark indices per legend line: as many ``k:name`` entries per line as fit in ``width``."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[list[int]] = []
+    x, line = PAD, []
+    for k, nm in enumerate(names):
+        w = 2 * r + 4 + probe.textlength(f"{k}:{nm}", font=font) + 10
+        if line and x + w > width - PAD:
+            lines.append(line)
+            x, line = PAD, []
+        line.append(k)
+        x += w
+    lines.append(line)
+    return lines
+
+
+def _draw_markers(
+    draw: ImageDraw.ImageDraw,
+    s,
+    corner: tuple[int, int],
+    origin: tuple[int, int],
+    scale: tuple[float, float],
+    cell: int,
+    r: int,
+) -> None:
+    """Visible landmarks of ``s`` as dots: image point ``(x, y)`` goes to ``origin + (x + 0.5)·scale − 0.5``.
+
+    Points more than ``r`` outside the cell at ``corner`` are not drawn.
+    """
+    (cx0, cy0), (x0, y0), (sx, sy) = corner, origin, scale
+    lm = np.asarray(s.landmarks, dtype=np.float64).reshape(-1, 2)
+    vis = np.asarray(s.visible, dtype=bool).reshape(-1)
+    for k in range(lm.shape[0]):
+        if not vis[k] or not np.isfinite(lm[k]).all():
+            continue
+        x = x0 + (lm[k, 0] + 0.5) * sx - 0.5
+        y = y0 + (lm[k, 1] + 0.5) * sy - 0.5
+        if not (cx0 - r <= x <= cx0 + cell + r and cy0 - r <= y <= cy0 + cell + r):
+            continue  # far outside its own cell: do not paint on a neighbour
+        xi, yi = round(x), round(y)
+        draw.ellipse((xi - r - 1, yi - r - 1, xi + r + 1, yi + r + 1), fill=FG)
+        draw.ellipse((xi - r, yi - r, xi + r, yi + r), fill=landmark_colour(k))
+
+
+def _draw_cell(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    s,
+    i: int,
+    corner: tuple[int, int],
+    cell: int,
+    r: int,
+    labels: Sequence[str] | None,
+    font,
+) -> None:
+    """Sample ``s`` (number ``i``) scaled into the cell at ``corner``, its landmarks, and its label below
+    (``labels[i]``, default the file name of ``s.source``)."""
+    img = np.asarray(s.image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"contact_sheet: sample {i} image must be (H, W, 3) uint8, got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    sc, ox, oy = cell_geometry(h, w, cell)
+    cx0, cy0 = corner
+    pil = Image.fromarray(img)
+    nw, nh = max(1, int(round(w * sc))), max(1, int(round(h * sc)))
+    if (nw, nh) != (w, h):
+        pil = pil.resize((nw, nh), Image.BILINEAR if sc > 1 else Image.BOX)
+    sheet.paste(pil, (cx0 + ox, cy0 + oy))
+    _draw_markers(draw, s, corner, (cx0 + ox, cy0 + oy), (nw / w, nh / h), cell, r)
+    label = str(labels[i]) if labels is not None else Path(str(getattr(s, "source", "") or "")).name or f"#{i}"
+    draw.text((cx0, cy0 + cell + 1), _shorten(label, font, cell, draw), fill=FG, font=font)
+
+
+def _draw_legend(
+    draw: ImageDraw.ImageDraw, lines: list[list[int]], names: Sequence[str], y: int, r: int, font
+) -> None:
+    """One coloured dot and ``k:name`` per landmark, ``lines`` as :func:`_legend_layout` laid them out."""
+    for line in lines:
+        x = PAD
+        for k in line:
+            draw.ellipse((x, y + 3, x + 2 * r, y + 3 + 2 * r), fill=landmark_colour(k), outline=FG)
+            x += 2 * r + 4
+            text = f"{k}:{names[k]}"
+            draw.text((x, y), text, fill=FG, font=font)
+            x += draw.textlength(text, font=font) + 10
+        y += LABEL_H
+
+
 def contact_sheet(
     samples: Sequence,
     path: str | Path,
@@ -133,27 +230,12 @@ def contact_sheet(
     rows = (n + cols - 1) // cols
     font = _font()
     r = marker_radius(cell)
-    names: tuple[str, ...] = ()
-    for s in samples:
-        if len(s.names) > len(names):
-            names = tuple(s.names)
+    names = _longest_names(samples)
 
     title_h = LABEL_H + PAD if title else 0
     width = PAD + cols * (cell + PAD)
     grid_h = rows * (cell + LABEL_H + PAD)
-    # legend layout: as many entries per line as fit
-    legend_lines: list[list[int]] = []
-    if legend and names:
-        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-        x, line = PAD, []
-        for k, nm in enumerate(names):
-            w = 2 * r + 4 + probe.textlength(f"{k}:{nm}", font=font) + 10
-            if line and x + w > width - PAD:
-                legend_lines.append(line)
-                x, line = PAD, []
-            line.append(k)
-            x += w
-        legend_lines.append(line)
+    legend_lines = _legend_layout(names, font, r, width) if legend and names else []
     legend_h = len(legend_lines) * LABEL_H + (PAD if legend_lines else 0)
     height = PAD + title_h + grid_h + legend_h
 
@@ -163,49 +245,9 @@ def contact_sheet(
         draw.text((PAD, PAD), _shorten(title, font, width - 2 * PAD, draw), fill=FG, font=font)
     y_top = PAD + title_h
     for i, s in enumerate(samples):
-        img = np.asarray(s.image)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(
-                f"contact_sheet: sample {i} image must be (H, W, 3) uint8, got {img.dtype} {img.shape}"
-            )
-        h, w = img.shape[:2]
-        sc, ox, oy = cell_geometry(h, w, cell)
-        cx0 = PAD + (i % cols) * (cell + PAD)
-        cy0 = y_top + (i // cols) * (cell + LABEL_H + PAD)
-        pil = Image.fromarray(img)
-        nw, nh = max(1, int(round(w * sc))), max(1, int(round(h * sc)))
-        if (nw, nh) != (w, h):
-            pil = pil.resize((nw, nh), Image.BILINEAR if sc > 1 else Image.BOX)
-        sheet.paste(pil, (cx0 + ox, cy0 + oy))
-        lm = np.asarray(s.landmarks, dtype=np.float64).reshape(-1, 2)
-        vis = np.asarray(s.visible, dtype=bool).reshape(-1)
-        sx, sy = nw / w, nh / h
-        for k in range(lm.shape[0]):
-            if not vis[k] or not np.isfinite(lm[k]).all():
-                continue
-            x = cx0 + ox + (lm[k, 0] + 0.5) * sx - 0.5
-            y = cy0 + oy + (lm[k, 1] + 0.5) * sy - 0.5
-            if not (cx0 - r <= x <= cx0 + cell + r and cy0 - r <= y <= cy0 + cell + r):
-                continue  # far outside its own cell: do not paint on a neighbour
-            xi, yi = round(x), round(y)
-            draw.ellipse((xi - r - 1, yi - r - 1, xi + r + 1, yi + r + 1), fill=FG)
-            draw.ellipse((xi - r, yi - r, xi + r, yi + r), fill=landmark_colour(k))
-        if labels is not None:
-            text = str(labels[i])
-        else:
-            text = Path(str(getattr(s, "source", "") or "")).name or f"#{i}"
-        draw.text((cx0, cy0 + cell + 1), _shorten(text, font, cell, draw), fill=FG, font=font)
-
-    y = PAD + title_h + grid_h
-    for line in legend_lines:
-        x = PAD
-        for k in line:
-            draw.ellipse((x, y + 3, x + 2 * r, y + 3 + 2 * r), fill=landmark_colour(k), outline=FG)
-            x += 2 * r + 4
-            text = f"{k}:{names[k]}"
-            draw.text((x, y), text, fill=FG, font=font)
-            x += draw.textlength(text, font=font) + 10
-        y += LABEL_H
+        corner = (PAD + (i % cols) * (cell + PAD), y_top + (i // cols) * (cell + LABEL_H + PAD))
+        _draw_cell(sheet, draw, s, i, corner, cell, r, labels, font)
+    _draw_legend(draw, legend_lines, names, PAD + title_h + grid_h, r, font)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)

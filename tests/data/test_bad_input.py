@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from equinv.data.readers import READERS
 from equinv.data.readers.coco import keypoint_flip_permutation
 from equinv.data.readers.w300 import FLIP_PERM
-from equinv.data.spec import READERS, parse_spec, read_index
+from equinv.data.spec import parse_spec, read_index
 from equinv.errors import InputError, SkipLog
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import equinv.data.synthetic as syn  # registers KIND "synthetic" (until readers/__init__ imports it)
+import equinv.data.synthetic as syn
 from equinv.data.dataset import LandmarkDataset
 from equinv.data.image_io import load_rgb
 from equinv.data.paths import cache_root

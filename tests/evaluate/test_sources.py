@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from equinv.checkpoint import save_checkpoint
 from equinv.data.preprocess import Preprocess
 from equinv.errors import InputError, SkipLog
 from equinv.evaluate.parts import fit_parts
@@ -17,7 +18,6 @@ from equinv.features.spec import FeatureSpec, parse_taps
 from equinv.models.dve import build_dve, is_dve_weights, save_dve
 from equinv.models.hypercolumn import frozen_trunk
 from equinv.models.projector import Projector
-from equinv.train.checkpoint import save_checkpoint
 from equinv.train.projector import ProjectConfig
 
 TRAIN = "synthetic:12?size=64"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from equinv.checkpoint import Checkpoint, save_checkpoint
 from equinv.errors import InputError
-from equinv.train.checkpoint import Checkpoint, save_checkpoint
 
 
 def test_round_trip_model_optimizer_extra(tmp_path):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from equinv.augment import tps as T
+from equinv.checkpoint import Checkpoint
 from equinv.cli import main
 from equinv.models.dve import load_dve
-from equinv.train.checkpoint import Checkpoint
 from equinv.train.dve import DVEConfig, make_pairs, train_dve
 
 DATA = "synthetic:16?size=64"

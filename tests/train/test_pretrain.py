@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from equinv.train.checkpoint import Checkpoint
+from equinv.checkpoint import Checkpoint
 
 TINY = [
     "pretrain",

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
+from equinv.checkpoint import Checkpoint
 from equinv.cli import main
-from equinv.train.checkpoint import Checkpoint
 from equinv.train.projector import ProjectConfig, load_projector
 
 DATA = "synthetic:32?size=64"

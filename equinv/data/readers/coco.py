@@ -11,13 +11,14 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from equinv.data.readers import pop_path, read_text
-from equinv.data.sample import LandmarkIndex, make_record
-from equinv.data.spec import register
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import pop_path, read_text
+from equinv.data.sample import Box, LandmarkIndex, Record, make_record
 from equinv.errors import InputError, SkipLog
 
 _SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
@@ -104,19 +105,8 @@ def _finite(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-@register(
-    "coco",
-    "COCO-style keypoints JSON (PATH = the .json, or a folder holding exactly one)",
-    {
-        "json": "which .json in the PATH folder",
-        "images": "image folder (default: the JSON's folder; relative paths are relative to it)",
-        "category": "category name (or id) to read; required when categories differ in keypoints",
-    },
-)
-def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
-    jf = _json_file(path, options)
-    img_dir = pop_path(options, "images", jf.parent) or jf.parent
-    want = options.pop("category", None)
+def _load_json(jf: Path) -> dict:
+    """The parsed JSON, checked to be an object with ``images``, ``annotations`` and ``categories`` lists."""
     text = read_text(jf, "COCO keypoints JSON")
     try:
         data = json.loads(text)
@@ -127,7 +117,15 @@ def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(f"missing or non-list {key!r} (not a COCO keypoints file?)", jf)
+    return data
 
+
+def _categories(data: dict, jf: Path, want: str | None) -> tuple[dict, tuple[str, ...]]:
+    """``({category id: (name, keypoint names)}, keypoint names)`` of the categories read.
+
+    Only categories with keypoint names count; ``want`` (``?category=``, a name or an id) picks one.
+    All kept categories must share one keypoint list.
+    """
     cats = {}
     for c in data["categories"]:
         if not isinstance(c, dict) or "id" not in c:
@@ -154,7 +152,11 @@ def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
             f"categories have different keypoint lists; choose one with ?category=NAME ({avail})", jf
         )
     (names,) = lists
+    return cats, names
 
+
+def _images(data: dict, jf: Path, log: SkipLog) -> dict:
+    """``{image id: image entry}``; entries without an id or file name, or with a repeated id, go to ``log``."""
     images = {}
     for im in data["images"]:
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
@@ -164,72 +166,107 @@ def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
             log.bad(InputError(f"duplicate image id {im['id']}", jf))
             continue
         images[im["id"]] = im
+    return images
 
-    k = len(names)
-    records = []
-    seen = set()
-    for n, ann in enumerate(data["annotations"]):
+
+def _keypoints(kp, aid, k: int, jf: Path) -> np.ndarray:
+    """An annotation's ``keypoints`` (``3 k`` finite numbers) as a ``(k, 3)`` array of x, y, v."""
+    if not isinstance(kp, list) or len(kp) != 3 * k:
+        got = len(kp) if isinstance(kp, list) else type(kp).__name__
+        raise InputError(
+            f"annotation id {aid}: keypoints must be {3 * k} numbers (x, y, v for {k} points), got {got}",
+            jf,
+        )
+    bad = [j for j, v in enumerate(kp) if not _finite(v)]
+    if bad:
+        raise InputError(
+            f"annotation id {aid}: keypoint value {kp[bad[0]]!r} (position {bad[0] + 1}) is not a finite number",
+            jf,
+        )
+    return np.asarray(kp, dtype=np.float64).reshape(k, 3)
+
+
+def _box(bb, aid, jf: Path) -> Box | None:
+    """COCO ``bbox`` ``[x, y, w, h]`` as ``(x0, y0, x1, y1)``; ``None`` when absent or empty."""
+    if bb is None:
+        return None
+    if not (isinstance(bb, list) and len(bb) == 4 and all(_finite(v) for v in bb)):
+        raise InputError(f"annotation id {aid}: bbox must be 4 numbers [x, y, w, h], got {bb!r}", jf)
+    x, y, w, h = (float(v) for v in bb)
+    return (x, y, x + w, y + h) if w > 0 and h > 0 else None
+
+
+@dataclass
+class _Annotations:
+    """Turns annotations of the chosen categories into records, rejecting repeated annotation ids."""
+
+    jf: Path
+    img_dir: Path
+    cats: dict
+    names: tuple[str, ...]
+    images: dict
+    seen: set = field(default_factory=set)
+
+    def record(self, n: int, ann) -> Record | None:
+        """The record of annotation number ``n``; ``None`` for another category or no labelled point."""
+        jf = self.jf
         aid = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
+        if not isinstance(ann, dict):
+            raise InputError(f"annotation {aid} is not an object", jf)
+        if ann.get("category_id") not in self.cats:
+            return None  # another (or a keypoint-less) category
+        if aid in self.seen:
+            raise InputError(f"duplicate annotation id {aid}", jf)
+        self.seen.add(aid)
+        kp = ann.get("keypoints")
+        if kp is None:
+            return None
+        arr = _keypoints(kp, aid, len(self.names), jf)
+        vis = arr[:, 2] > 0
+        nk = ann.get("num_keypoints", 0)
+        if not vis.any() and not (_finite(nk) and nk > 0):
+            return None
+        if ann.get("image_id") not in self.images:
+            raise InputError(f"annotation id {aid}: unknown image id {ann.get('image_id')!r}", jf)
+        box = _box(ann.get("bbox"), aid, jf)
+        im = self.images[ann["image_id"]]
+        meta = {"annotation_id": aid, "image_id": im["id"], "category": self.cats[ann["category_id"]][0]}
+        rec = make_record(
+            self.img_dir / im["file_name"], arr[:, :2], self.names, jf, 0, visible=vis, box=box, crop="box", meta=meta
+        )
+        rec.where = f"{jf} (annotation id {aid})"
+        return rec
+
+
+def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """Read ``coco:PATH``: one record per annotation with at least one labelled keypoint."""
+    jf = _json_file(path, options)
+    img_dir = pop_path(options, "images", jf.parent) or jf.parent
+    want = options.pop("category", None)
+    data = _load_json(jf)
+    cats, names = _categories(data, jf, want)
+    anns = _Annotations(jf, img_dir, cats, names, _images(data, jf, log))
+    records = []
+    for n, ann in enumerate(data["annotations"]):
         try:
-            if not isinstance(ann, dict):
-                raise InputError(f"annotation {aid} is not an object", jf)
-            if ann.get("category_id") not in cats:
-                continue  # another (or a keypoint-less) category
-            if aid in seen:
-                raise InputError(f"duplicate annotation id {aid}", jf)
-            seen.add(aid)
-            kp = ann.get("keypoints")
-            if kp is None:
-                continue
-            if not isinstance(kp, list) or len(kp) != 3 * k:
-                got = len(kp) if isinstance(kp, list) else type(kp).__name__
-                raise InputError(
-                    f"annotation id {aid}: keypoints must be {3 * k} numbers "
-                    f"(x, y, v for {k} points), got {got}",
-                    jf,
-                )
-            bad = [j for j, v in enumerate(kp) if not _finite(v)]
-            if bad:
-                raise InputError(
-                    f"annotation id {aid}: keypoint value {kp[bad[0]]!r} "
-                    f"(position {bad[0] + 1}) is not a finite number",
-                    jf,
-                )
-            arr = np.asarray(kp, dtype=np.float64).reshape(k, 3)
-            vis = arr[:, 2] > 0
-            nk = ann.get("num_keypoints", 0)
-            if not vis.any() and not (_finite(nk) and nk > 0):
-                continue
-            if ann.get("image_id") not in images:
-                raise InputError(f"annotation id {aid}: unknown image id {ann.get('image_id')!r}", jf)
-            box = None
-            bb = ann.get("bbox")
-            if bb is not None:
-                if not (isinstance(bb, list) and len(bb) == 4 and all(_finite(v) for v in bb)):
-                    raise InputError(
-                        f"annotation id {aid}: bbox must be 4 numbers [x, y, w, h], got {bb!r}", jf
-                    )
-                x, y, w, h = (float(v) for v in bb)
-                if w > 0 and h > 0:
-                    box = (x, y, x + w, y + h)
-            im = images[ann["image_id"]]
-            meta = {"annotation_id": aid, "image_id": im["id"], "category": cats[ann["category_id"]][0]}
-            rec = make_record(
-                img_dir / im["file_name"],
-                arr[:, :2],
-                names,
-                jf,
-                0,
-                visible=vis,
-                box=box,
-                crop="box",
-                meta=meta,
-            )
-            rec.where = f"{jf} (annotation id {aid})"
+            rec = anns.record(n, ann)
         except InputError as e:
             log.bad(e)
             continue
-        records.append(rec)
+        if rec is not None:
+            records.append(rec)
     return LandmarkIndex(
         "coco", path, names, records, flip_perm=keypoint_flip_permutation(names), eyes=_eyes(names)
     )
+
+
+READER = ReaderInfo(
+    kind="coco",
+    fn=read_coco,
+    help="COCO-style keypoints JSON (PATH = the .json, or a folder holding exactly one)",
+    options={
+        "json": "which .json in the PATH folder",
+        "images": "image folder (default: the JSON's folder; relative paths are relative to it)",
+        "category": "category name (or id) to read; required when categories differ in keypoints",
+    },
+)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from equinv.data.image_io import IMAGE_SUFFIXES
+from equinv.data.reader_info import ReaderInfo
 from equinv.data.sample import LandmarkIndex, Record
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 
@@ -35,10 +35,8 @@ def _record(p: Path, folder: Path) -> Record:
     )
 
 
-@register(
-    "folder", "a folder of images, searched recursively (no landmarks; e.g. unlabeled pretraining data)"
-)
 def read_folder(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """Every image under ``path`` (recursively, sorted), unlabeled, whole-image crop."""
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise InputError(
@@ -51,3 +49,10 @@ def read_folder(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
             f"no images found in the folder or below it (suffixes: {', '.join(IMAGE_SUFFIXES)})", path
         )
     return LandmarkIndex("folder", path, (), [_record(p, path) for p in files])
+
+
+READER = ReaderInfo(
+    kind="folder",
+    fn=read_folder,
+    help="a folder of images, searched recursively (no landmarks; e.g. unlabeled pretraining data)",
+)

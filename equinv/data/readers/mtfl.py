@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from equinv.data.readers import norm_rel, pop_int, read_lines
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import norm_rel, pop_int, read_lines
 from equinv.data.sample import Box, LandmarkIndex, make_record, parse_numbers
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
@@ -121,15 +121,9 @@ def _facepoint_boxes(folder: Path, log: SkipLog, off: float = 0.0) -> dict[str, 
     return boxes
 
 
-@register(
-    "mtfl",
-    "MTFL 5-point face list (PATH = folder with the list, or the list file)",
-    {
-        "list": "list file inside PATH (default training.txt; testing.txt for the AFLW test)",
-        "one_based": "1 (default): 1-based coordinates, subtract 1 (times any *_scale.txt factor); 0: keep",
-    },
-)
 def read_mtfl(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """The MTFL 5-point list ``path`` (``training.txt``, ``testing.txt`` or ``?list=``): face-box crops (landmark-box
+    crops where no box is known, whole AFLW crops)."""
     list_file = _list_file(path, options, "training.txt", "MTFL list file")
     off = _one_based(options, 1)
     base = list_file.parent
@@ -175,6 +169,17 @@ def read_mtfl(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     return LandmarkIndex("mtfl", path, NAMES, records, eyes=EYES)
 
 
+MTFL_READER = ReaderInfo(
+    kind="mtfl",
+    fn=read_mtfl,
+    help="MTFL 5-point face list (PATH = folder with the list, or the list file)",
+    options={
+        "list": "list file inside PATH (default training.txt; testing.txt for the AFLW test)",
+        "one_based": "1 (default): 1-based coordinates, subtract 1 (times any *_scale.txt factor); 0: keep",
+    },
+)
+
+
 def _image_root(list_file: Path, spec_path: Path, first_rel: str | None) -> Path:
     """Folder the image paths of a CNN_FacePoint list are relative to (the MTFL root)."""
     cands = []
@@ -190,15 +195,8 @@ def _image_root(list_file: Path, spec_path: Path, first_rel: str | None) -> Path
     return list_file.parent.parent if list_file.parent.name == FACEPOINT_DIR else list_file.parent
 
 
-@register(
-    "facepoint",
-    "CNN_FacePoint 5-point list with face boxes (PATH = MTFL folder, or the list file)",
-    {
-        "list": "list file inside PATH (default cnn_facepoint_lists/trainImageList.txt)",
-        "one_based": "0 (default): coordinates are already 0-based; 1: subtract 1",
-    },
-)
 def read_facepoint(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """A CNN_FacePoint 5-point list with face boxes (``?list=``, default the training list)."""
     list_file = _list_file(path, options, f"{FACEPOINT_DIR}/trainImageList.txt", "CNN_FacePoint list file")
     off = _one_based(options, 0)
     rows = []
@@ -220,3 +218,14 @@ def read_facepoint(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
         for line, rel, box, xy in rows
     ]
     return LandmarkIndex("facepoint", path, NAMES, records, eyes=EYES)
+
+
+FACEPOINT_READER = ReaderInfo(
+    kind="facepoint",
+    fn=read_facepoint,
+    help="CNN_FacePoint 5-point list with face boxes (PATH = MTFL folder, or the list file)",
+    options={
+        "list": "list file inside PATH (default cnn_facepoint_lists/trainImageList.txt)",
+        "one_based": "0 (default): coordinates are already 0-based; 1: subtract 1",
+    },
+)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from equinv.data.readers import norm_rel, pop_int, read_lines, read_text
+from equinv.data.reader_info import ReaderInfo
+from equinv.data.readers.common import norm_rel, pop_int, read_lines, read_text
 from equinv.data.sample import Box, LandmarkIndex, make_record, parse_numbers
-from equinv.data.spec import register
 from equinv.errors import InputError, SkipLog
 
 NAMES: tuple[str, ...] = (
@@ -131,15 +131,8 @@ def _read_boxes(f: Path, off: float, log: SkipLog) -> dict[str, Box]:
     return boxes
 
 
-@register(
-    "300w",
-    "300-W 68-point .pts files beside their images (PATH = folder, searched recursively)",
-    {
-        "subset": "only files under this folder of PATH, e.g. afw or helen/trainset",
-        "one_based": "1 (default): .pts coordinates are 1-based, subtract 1; 0: keep them",
-    },
-)
 def read_300w(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
+    """Every ``.pts`` file under ``path`` beside its image (68 points), with ``boxes.csv`` boxes when present."""
     off = float(pop_int(options, "one_based", 1, (0, 1)))
     subset = options.pop("subset", None)
     root = path if path.is_dir() else path.parent
@@ -173,3 +166,14 @@ def read_300w(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
         meta = {"subset": rel.parent.as_posix(), "box_source": source}
         records.append(make_record(img, xy, NAMES, p, first_line, box=box, crop="300w", meta=meta))
     return LandmarkIndex("300w", path, NAMES, records, flip_perm=FLIP_PERM, eyes=EYES)
+
+
+READER = ReaderInfo(
+    kind="300w",
+    fn=read_300w,
+    help="300-W 68-point .pts files beside their images (PATH = folder, searched recursively)",
+    options={
+        "subset": "only files under this folder of PATH, e.g. afw or helen/trainset",
+        "one_based": "1 (default): .pts coordinates are 1-based, subtract 1; 0: keep them",
+    },
+)

@@ -1,22 +1,21 @@
 """Checkpoints without pickle: tensors in safetensors, everything else as JSON in its metadata.
 
-A checkpoint is one ``.safetensors`` file written atomically (temporary file, fsync, rename), so a
-run killed mid-write leaves the previous checkpoint intact. Loading never unpickles anything: model
-and optimizer tensors come from safetensors, scalars and optimizer hyper-parameters from JSON.
+A checkpoint is one ``.safetensors`` file written atomically and reproducibly
+(:func:`equinv.safefile.write_safetensors`), so a run killed mid-write leaves the previous checkpoint
+intact and two identical runs write identical bytes. Loading never unpickles anything: model and
+optimizer tensors come from safetensors, scalars and optimizer hyper-parameters from JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from equinv.errors import InputError
+from equinv.safefile import read_safetensors, write_safetensors
 
 META_KEY = "equinv"
 
@@ -52,22 +51,15 @@ def save_checkpoint(
     meta: dict | None = None,
 ) -> Path:
     """Write ``model`` (a state dict), optimizer state, extra tensors (e.g. RNG states) and JSON ``meta``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.items()}
+    tensors = {f"model/{k}": v for k, v in model.items()}
     info: dict[str, Any] = {"meta": meta or {}}
     if optimizer is not None:
         t, o = _flatten_optimizer(optimizer)
-        tensors.update({k: v.detach().cpu().contiguous() for k, v in t.items()})
+        tensors.update(t)
         info["optimizer"] = o
     for k, v in (extra_tensors or {}).items():
-        tensors[f"extra/{k}"] = v.detach().cpu().contiguous()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(info)})
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+        tensors[f"extra/{k}"] = v
+    return write_safetensors(path, tensors, {META_KEY: json.dumps(info, sort_keys=True)})
 
 
 class Checkpoint:
@@ -75,14 +67,7 @@ class Checkpoint:
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         path = Path(path)
-        if not path.is_file():
-            raise InputError("checkpoint not found", path)
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                raw = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for bad headers
-            raise InputError(f"not a readable safetensors checkpoint ({e})", path) from None
+        tensors, raw = read_safetensors(path, device, what="checkpoint")
         if META_KEY not in raw:
             raise InputError("not an equinv checkpoint (no equinv metadata)", path)
         info = json.loads(raw[META_KEY])
