@@ -30,12 +30,13 @@ import warnings
 import numpy as np
 import torch
 
+from equinv import coords as C
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.errors import SkipLog
 from equinv.evaluate.regressor_fit import regressor_step, train_regressor
-from equinv.features.cache import extract_features, normalise_points
+from equinv.features.cache import extract_features
 from equinv.features.stats import prepare_input, stats_for_kind
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk, reference_taps
 from equinv.models.regressor import KeypointRegressor
@@ -98,7 +99,7 @@ def recompute_epochs(ds: LandmarkDataset, hc: Hypercolumn, stats: str, dev: torc
                 maps = hc.maps(prepare_input(view["image"], None, stats, dev))
             _sync(dev)
             trunk_s += time.perf_counter() - t1
-            gt = normalise_points(view["landmarks"].float(), ds.pre.size).to(dev)
+            gt = C.points_to_norm(view["landmarks"].float(), ds.pre.size, align_corners=True).to(dev)
             vis = view["visible"].to(dev)
             total += regressor_step(reg, opt, maps, gt, vis, grid)
             steps += 1

@@ -6,5 +6,6 @@
 - :mod:`equinv.augment.recipes`: the view chains (``face_moco``, ``bird_moco``) and :func:`two_views`.
 
 Images ``(B, C, H, W)`` float in [0, 1]; landmarks ``(B, K, 2)`` pixel x, y (0-based, pixel centres at
-integers); visible ``(B, K)`` bool. Random parameters come from an explicit CPU ``torch.Generator``.
+integers; frames and conversions in :mod:`equinv.coords`); visible ``(B, K)`` bool. Random parameters come
+from an explicit CPU ``torch.Generator``.
 """

@@ -1,16 +1,17 @@
 """Affine-family geometric augmentations that move landmarks exactly as they move pixels.
 
-Conventions (as everywhere in equinv):
-images ``(B, C, H, W)`` float (any device/dtype, any C); landmarks ``(B, K, 2)`` float **pixel** x, y,
-0-based, centre of pixel ``(i, j)`` at ``(x=j, y=i)``; visible ``(B, K)`` bool; ``K`` may be 0.
+Conventions (:mod:`equinv.coords`): images ``(B, C, H, W)`` float (any device/dtype, any C); landmarks
+``(B, K, 2)`` float **pixel** x, y, 0-based, centre of pixel ``(i, j)`` at ``(x=j, y=i)``; visible ``(B, K)``
+bool; ``K`` may be 0.
 
 Every op is a pair ``sample_*`` (random parameters from an explicit CPU ``torch.Generator``, vectorised
 over the batch) + ``apply_*`` (deterministic, on the images' device). Each returns
-``(images, landmarks, visible)``. Points that leave the image keep their coordinates; use :func:`inside`.
+``(images, landmarks, visible)``. Points that leave the image keep their coordinates; use
+:func:`equinv.coords.inside`.
 
 Internally all affine ops are one primitive, :func:`warp_affine`: a per-sample ``(B, 2, 3)`` matrix ``M``
 maps an **output** pixel coordinate to the **source** pixel coordinate it samples (bilinear, zero
-padding, ``align_corners=False`` with ``n = (2p + 1)/W - 1``); landmarks move by ``M⁻¹``.
+padding, ``align_corners=False``: :func:`equinv.coords.pix_to_norm`); landmarks move by ``M⁻¹``.
 """
 
 from __future__ import annotations
@@ -21,29 +22,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from equinv import coords as C
+
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- coordinate helpers
-def pix_to_norm(p: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
-    """Pixel coordinate → grid_sample coordinate in [-1, 1] along an axis of ``size`` pixels."""
-    return 2.0 * p / (size - 1) - 1.0 if align_corners else (2.0 * p + 1.0) / size - 1.0
-
-
-def norm_to_pix(n: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
-    """Inverse of :func:`pix_to_norm`."""
-    return (n + 1.0) * (size - 1) / 2.0 if align_corners else ((n + 1.0) * size - 1.0) / 2.0
-
-
-def inside(landmarks: torch.Tensor, height: int, width: int, margin: float = 0.5) -> torch.Tensor:
-    """``(B, K)`` bool: which points lie in the image (``-margin ≤ x ≤ W - 1 + margin``, same for y).
-
-    The default margin 0.5 is the pixel edge; use ``margin=0`` to demand a pixel centre's span.
-    """
-    x, y = landmarks[..., 0], landmarks[..., 1]
-    return (x >= -margin) & (x <= width - 1 + margin) & (y >= -margin) & (y <= height - 1 + margin)
-
-
 def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """``(H, W, 2)`` pixel-centre coordinates (x, y) of every pixel."""
     ys = torch.arange(height, device=device, dtype=dtype)
@@ -71,9 +55,9 @@ def norm_grid(m_out_to_src: torch.Tensor, points: torch.Tensor, height: int, wid
     float64, tiny), so the grid itself is one float ``(B, P, 2)`` product, not a float64 pipeline.
     """
     m = m_out_to_src.to(device=points.device, dtype=torch.float64)
-    s = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64, device=m.device)
-    a = m * s[None, :, None]
-    a[:, :, 2] += (1.0 / torch.tensor([width, height], dtype=torch.float64, device=m.device)) - 1.0
+    (sx, ox), (sy, oy) = C.norm_affine(width), C.norm_affine(height)  # n = s·p + o per axis
+    a = m * torch.tensor([sx, sy], dtype=torch.float64, device=m.device)[None, :, None]
+    a[:, :, 2] += torch.tensor([ox, oy], dtype=torch.float64, device=m.device)
     hom = torch.cat((points.to(dtype), torch.ones(points.shape[0], 1, dtype=dtype, device=points.device)), 1)
     b, n = a.shape[0], points.shape[0]
     # one (P, 3) @ (3, 2B) product (a batched matmul with 3×2 matrices is far slower on a CPU)
@@ -165,14 +149,17 @@ def sample_rrc(batch: int, height: int, width: int, generator: torch.Generator |
 
 
 def crop_resize_matrix(boxes: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-    """``(B, 2, 3)`` output→source matrix resizing box ``(top, left, h, w)`` (pixel edges) to ``out_size``."""
+    """``(B, 2, 3)`` output→source matrix resizing box ``(top, left, h, w)`` (pixel edges) to ``out_size``.
+
+    The map is :func:`equinv.coords.canvas_to_source` (``out_size`` ``(H', W')`` is the canvas): its scale
+    ``w/W'`` and its value at output pixel 0 as the offset.
+    """
     ho, wo = out_size
     top, left, h, w = boxes.double().unbind(1)
-    sx, sy = w / wo, h / ho
     m = torch.zeros(boxes.shape[0], 2, 3, dtype=torch.float64)
-    m[:, 0, 0], m[:, 1, 1] = sx, sy
-    m[:, 0, 2] = left + 0.5 * sx - 0.5
-    m[:, 1, 2] = top + 0.5 * sy - 0.5
+    m[:, 0, 0], m[:, 1, 1] = w / wo, h / ho
+    m[:, :, 2] = C.canvas_to_source(torch.zeros(boxes.shape[0], 2, dtype=torch.float64),
+                                    (left, top, left + w, top + h), (ho, wo))
     return m
 
 
@@ -198,7 +185,7 @@ def sample_hflip(batch: int, p: float = 0.5, generator: torch.Generator | None =
 
 def apply_hflip(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
                 flags: torch.Tensor, flip_perm: Sequence[int] | None = None) -> Tensors:
-    """Mirror the flagged samples: ``x' = W - 1 - x``; then relabel with ``flip_perm``.
+    """Mirror the flagged samples (:func:`equinv.coords.hflip_points`); then relabel with ``flip_perm``.
 
     ``flip_perm[i]`` is the index of the point that becomes point ``i`` after the flip (e.g. left eye ↔
     right eye). Without ``flip_perm`` the indices are kept (only sensible for symmetric point sets).
@@ -210,18 +197,11 @@ def apply_hflip(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Te
 
 def hflip_landmarks(landmarks: torch.Tensor, visible: torch.Tensor, flags: torch.Tensor, width: int,
                     flip_perm: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The landmark half of :func:`apply_hflip` for images ``width`` px wide."""
-    w = width
-    lm = landmarks.clone()
-    fl = flags[:, None].to(lm.device)
-    lm[..., 0] = torch.where(fl, (w - 1) - landmarks[..., 0], landmarks[..., 0])
-    vis = visible
-    if flip_perm is not None and landmarks.shape[1] > 0:
-        perm = torch.as_tensor(list(flip_perm), dtype=torch.long, device=lm.device)
-        if perm.numel() != landmarks.shape[1]:
-            raise ValueError(f"flip_perm has {perm.numel()} entries for {landmarks.shape[1]} landmarks")
-        lm = torch.where(fl[..., None], lm[:, perm], lm)
-        vis = torch.where(fl, visible[:, perm], visible)
+    """The landmark half of :func:`apply_hflip` for images ``width`` px wide: ``(B, K, 2)``, ``(B, K)``."""
+    perm = list(flip_perm) if flip_perm is not None and landmarks.shape[1] > 0 else None
+    fl = flags[:, None].to(landmarks.device)
+    lm = torch.where(fl[..., None], C.hflip_points(landmarks, width, perm), landmarks)
+    vis = visible if perm is None else torch.where(fl, visible[:, perm], visible)
     return lm, vis
 
 
@@ -237,8 +217,7 @@ def slice_margin(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.T
     t, bo, le, r = (margin,) * 4 if isinstance(margin, int) else margin
     h, w = images.shape[-2:]
     out = images[..., t:h - bo, le:w - r]
-    shift = torch.tensor([le, t], dtype=landmarks.dtype, device=landmarks.device)
-    return out, landmarks - shift, visible
+    return out, C.canvas_to_view(landmarks, (t, le)), visible
 
 
 def center_crop(images, landmarks, visible, size: int | tuple[int, int]) -> Tensors:
@@ -251,14 +230,13 @@ def center_crop(images, landmarks, visible, size: int | tuple[int, int]) -> Tens
 
 def resize(images: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor,
            size: int | tuple[int, int], antialias: bool = True) -> Tensors:
-    """Bilinear resize (antialiased when shrinking); landmarks ``x' = (x + 0.5)·W'/W - 0.5``."""
+    """Bilinear resize (antialiased when shrinking); landmarks by :func:`equinv.coords.resize_points`."""
     ho, wo = (size, size) if isinstance(size, int) else size
     h, w = images.shape[-2:]
     if (ho, wo) == (h, w):
         return images, landmarks, visible
     out = F.interpolate(images, size=(ho, wo), mode="bilinear", align_corners=False, antialias=antialias)
-    s = torch.tensor([wo / w, ho / h], dtype=landmarks.dtype, device=landmarks.device)
-    return out, (landmarks + 0.5) * s - 0.5, visible
+    return out, C.resize_points(landmarks, (h, w), (ho, wo)), visible
 
 
 # ----------------------------------------------------------------------------- random affine
@@ -275,7 +253,7 @@ def sample_affine(batch: int, height: int, width: int, generator: torch.Generato
     s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
     tx = (2 * u[:, 2] - 1) * translate[0] * width
     ty = (2 * u[:, 3] - 1) * translate[1] * height
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cx, cy = C.image_centre(width), C.image_centre(height)
     cos, sin = torch.cos(ang) * s, torch.sin(ang) * s
     # forward (source → output): out = R_s (src - c) + c + t, with y pointing down
     fwd = torch.zeros(batch, 2, 3, dtype=torch.float64)

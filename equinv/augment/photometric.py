@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 
+from equinv import coords as C
+
 FACE_MEAN = (0.5084, 0.4224, 0.3769)
 FACE_STD = (0.2599, 0.2371, 0.2323)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -274,7 +276,7 @@ def _resize_into_canvas(images: torch.Tensor, r: torch.Tensor, side: int) -> tor
     """Resample image b to the top-left ``r_b × r_b`` of a ``side × side`` canvas (border-replicated)."""
     dev = images.device
     c = torch.arange(side, device=dev, dtype=torch.float64)
-    g = 2 * (c[None] + 0.5) / r.reshape(-1, 1) - 1  # canvas pixel c -> normalised image coordinate
+    g = C.pix_to_norm(c[None], r.reshape(-1, 1))  # canvas pixel c -> normalised coordinate of the r-px image
     grid = torch.stack(torch.broadcast_tensors(g[:, None, :], g[:, :, None]), -1)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
                          align_corners=False)
@@ -286,8 +288,9 @@ def _resize_from_canvas(canvas: torch.Tensor, r: torch.Tensor, h: int, w: int) -
     px = torch.arange(w, device=dev, dtype=torch.float64)
     py = torch.arange(h, device=dev, dtype=torch.float64)
     r1 = r.reshape(-1, 1)
-    bx = ((px[None] + 0.5) * r1 / w) * 2 / side - 1
-    by = ((py[None] + 0.5) * r1 / h) * 2 / side - 1
+    # output pixel -> the r-px image in the canvas corner (same pixel pitch) -> normalised canvas coordinate
+    bx = C.pix_to_norm(C.resize_points(px[None], w, r1), side)
+    by = C.pix_to_norm(C.resize_points(py[None], h, r1), side)
     back = torch.stack(torch.broadcast_tensors(bx[:, None, :], by[:, :, None]), -1)
     return F.grid_sample(canvas, back.to(canvas.dtype), mode="bilinear", padding_mode="border",
                          align_corners=False)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from equinv import coords as C
 from equinv.augment import geometric as G
 from equinv.augment import photometric as P
 from equinv.augment import tps as T
@@ -150,10 +151,10 @@ def make_view(images: torch.Tensor, landmarks: torch.Tensor | None, visible: tor
     lm = G.transform_landmarks(m, lm)
     if flips is not None:
         lm, vis = G.hflip_landmarks(lm, vis, flips, n, cfg.flip_perm)
-        mirror = torch.tensor([[-1.0, 0.0, n - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        mirror = torch.tensor([[-1.0, 0.0, C.hflip_x(0.0, n)], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
         m = torch.where(flips[:, None, None], m @ mirror, m)
     t = (n - cfg.final) // 2
-    lm = lm - torch.tensor([t, t], dtype=lm.dtype, device=lm.device)
+    lm = C.canvas_to_view(lm, t)
 
     # pixels, in the order of the JPEG runs
     unit = 1.0 if x.is_floating_point() else 1 / 255.0

@@ -2,7 +2,8 @@
 
 What the reference does (DVE ``utils/tps.py``, CL/CL2 ``utils/tps.py``; ``Warper``/``WarperSingle``):
 
-* the frame is normalised with ``align_corners=True`` (``n = 2p/(W-1) - 1``, x by W, y by H), the
+* the frame is normalised with ``align_corners=True`` (``n = 2p/(W-1) - 1``, x by W, y by H:
+  :func:`equinv.coords.points_to_norm`), the
   10×10 control points are ``linspace(-1, 1, 10)`` in that frame;
 * the random "weights" are **TPS coefficients, not control-point displacements**: the sampling map is
   ``g(u) = Σ_i w_i·U(|u - c_i|²) + t + A u`` with ``U(D) = D·log(D + 1e-5)``, no side conditions on
@@ -41,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
 
-from equinv.augment.geometric import norm_to_pix, pix_to_norm, pixel_grid
+from equinv import coords as C
+from equinv.augment.geometric import pixel_grid
 
 
 @dataclass(frozen=True)
@@ -163,22 +165,14 @@ def _eval_normalized(p: TPSParams, pts: torch.Tensor) -> torch.Tensor:
     return torch.matmul(k, p.kernel_weights) + lin + p.affine[:, None, 0]
 
 
-def _to_norm(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    x, y = points[..., 0], points[..., 1]
-    return torch.stack((pix_to_norm(x, width, True), pix_to_norm(y, height, True)), -1)
-
-
-def _to_pix(n: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return torch.stack((norm_to_pix(n[..., 0], width, True), norm_to_pix(n[..., 1], height, True)), -1)
-
-
 def map_points(params: TPSParams, points: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The sampling map at **pixel** points ``(B, M, 2)`` or shared ``(M, 2)`` → source pixels ``(B, M, 2)``.
 
     Equals ``kornia.geometry.transform.warp_points_tps`` in the normalised frame (tested).
     """
     p = params.to(points.device, points.dtype)
-    return _to_pix(_eval_normalized(p, _to_norm(points, height, width)), height, width)
+    n = _eval_normalized(p, C.points_to_norm(points, (height, width), align_corners=True))
+    return C.points_from_norm(n, (height, width), align_corners=True)
 
 
 def sampling_map(params: TPSParams, height: int, width: int, normalized: bool = False,
@@ -191,7 +185,7 @@ def sampling_map(params: TPSParams, height: int, width: int, normalized: bool = 
     p = params.to(device, dtype)
     coords = create_meshgrid(height, width, True, device=device, dtype=dtype, align_corners=True)
     s = _eval_normalized(p, coords.reshape(-1, 2)).reshape(-1, height, width, 2)
-    return s if normalized else _to_pix(s, height, width)
+    return s if normalized else C.points_from_norm(s, (height, width), align_corners=True)
 
 
 def warp_images(images: torch.Tensor, params: TPSParams, padding_mode: str = "zeros") -> torch.Tensor:
@@ -224,9 +218,9 @@ def _eval_jac(p: TPSParams, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def _newton(p: TPSParams, target: torch.Tensor, u: torch.Tensor, height: int, width: int,
             steps: int, max_step_px: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Damped Newton for ``map(u) = target`` (pixels, ``(B, M, 2)``); best iterate and its residual (px)."""
-    half = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=u.device, dtype=u.dtype)
-    t = _to_norm(target, height, width)
-    un = _to_norm(u, height, width)
+    half = torch.tensor([C.norm_scale(width, True), C.norm_scale(height, True)], device=u.device, dtype=u.dtype)
+    t = C.points_to_norm(target, (height, width), align_corners=True)
+    un = C.points_to_norm(u, (height, width), align_corners=True)
     max_step = max_step_px / float(half.max())
     best, best_err = un, None
     for it in range(steps + 1):
@@ -247,7 +241,7 @@ def _newton(p: TPSParams, target: torch.Tensor, u: torch.Tensor, height: int, wi
                             (-c * r[..., 0] + a * r[..., 1]) / det), -1)
         norm = step.norm(dim=-1, keepdim=True)
         un = un - step * torch.clamp(max_step / norm.clamp_min(1e-12), max=1.0)  # trust region near folds
-    return _to_pix(best, height, width), best_err
+    return C.points_from_norm(best, (height, width), align_corners=True), best_err
 
 
 def _nearest(mapped: torch.Tensor, grid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -297,7 +291,7 @@ def warp_landmarks(params: TPSParams, landmarks: torch.Tensor, height: int, widt
         err[bi[better], ki[better]] = err2[better, 0]
     if not return_valid:
         return u.to(landmarks.dtype)
-    _, jac = _eval_jac(p, _to_norm(u, height, width))
+    _, jac = _eval_jac(p, C.points_to_norm(u, (height, width), align_corners=True))
     valid = (err < lost_px) & (torch.linalg.det(jac) > 0)
     return u.to(landmarks.dtype), valid
 
@@ -306,7 +300,7 @@ def crop_map(grid_px: torch.Tensor, margin: int) -> torch.Tensor:
     """Restrict a pixel sampling map to the centre after slicing ``margin`` px per side from both images."""
     if margin == 0:
         return grid_px
-    return grid_px[:, margin:-margin, margin:-margin] - margin
+    return C.canvas_to_view(grid_px[:, margin:-margin, margin:-margin], margin)
 
 
 def random_tps(images, landmarks, visible, config="paper", generator=None, strength=1.0, aff_strength=None,

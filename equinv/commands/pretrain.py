@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     values = {
         f: getattr(args, f)
         for f in (
-            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs",
-            "max_images", "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "seed", "workers", "device",
+            "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs", "max_images",
+            "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed", "workers", "device",
             "ckpt_every", "save_every", "log_every", "skip_bad", "init",
         )
         if getattr(args, f) is not None
@@ -103,6 +103,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=positive_int, default=None, help="final view size (default 96)")
     p.add_argument("--bn-groups", type=positive_int, default=None,
                    help="shuffle-BN groups of the key batch over all processes (default 4, as 4 GPUs)")
+    p.add_argument("--query-bn", choices=["groups", "batch"], default=None,
+                   help="BatchNorm of the query batch: in the --bn-groups groups (default; the reference's per-GPU "
+                   "BN) or over the whole batch (equinv <= 0.1; docs/parity.md)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
     p.add_argument("--workers", type=nonneg_int, default=None, help="DataLoader worker processes (default 0)")
     add_device_arg(p, "cuda:LOCAL_RANK if available, else cpu")

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from equinv import coords as C
 from equinv.data.cache import BAD, EMPTY, ImageCache, cache_key
 from equinv.data.image_io import image_size, load_rgb
 from equinv.data.preprocess import Preprocess, prepare_landmarks, resample
@@ -184,7 +185,7 @@ def final_view(batch: dict, pre: Preprocess) -> dict:
     m, s = pre.margin, pre.size
     out = dict(batch)
     out["image"] = batch["image"][..., m : m + s, m : m + s]
-    out["landmarks"] = torch.where(batch["visible"][..., None], batch["landmarks"] - m, 0.0)
+    out["landmarks"] = torch.where(batch["visible"][..., None], C.canvas_to_view(batch["landmarks"], m), 0.0)
     return out
 
 

@@ -13,7 +13,8 @@ With ``context = canvas / size`` = 136/96 (faces) the defaults reproduce the ref
 - ``box``: a square ``box_scale`` × the longer side of the face/object box, centred on it.
 - ``landmarks``: a square ``landmark_scale`` × the longer side of the landmark box, centred on it.
 
-Landmarks follow exactly (pixel-centre convention), ``x' = (x + 0.5 − x0)·canvas/(x1 − x0) − 0.5``.
+Landmarks follow exactly (pixel-centre convention), ``x' = (x + 0.5 − x0)·canvas/(x1 − x0) − 0.5``
+(:func:`equinv.coords.source_to_canvas`).
 The reference maps ``x' = x·s`` (corner convention), which differs by ≤ 0.5 px; see docs/protocol_notes.md.
 """
 
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from equinv import coords as C
 from equinv.data.sample import CROP_RULES, Box, Record, Sample
 
 #: Canvas/final ratio the reference uses for faces (136/96); birds and folders use 1.
@@ -120,16 +122,6 @@ def _landmark_box(record: Record, size_wh: tuple[int, int]) -> Box:
     return (float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max()))
 
 
-def map_points(xy: np.ndarray, box: Box, out_w: int, out_h: int) -> np.ndarray:
-    """Map ``(K, 2)`` pixel coordinates through "crop ``box``, resize to ``out_w × out_h``"."""
-    x0, y0, x1, y1 = box
-    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    out = np.empty_like(xy, dtype=np.float32)
-    out[:, 0] = (xy[:, 0] + 0.5 - x0) * sx - 0.5
-    out[:, 1] = (xy[:, 1] + 0.5 - y0) * sy - 0.5
-    return out
-
-
 def resample(image: np.ndarray, box: Box, out: int) -> np.ndarray:
     """Crop ``box`` (zero-padded where it leaves the image) and resize to ``out × out``, antialiased."""
     h, w = image.shape[:2]
@@ -148,7 +140,7 @@ def resample(image: np.ndarray, box: Box, out: int) -> np.ndarray:
 def prepare_landmarks(record: Record, size_wh: tuple[int, int], pre: Preprocess) -> tuple[np.ndarray, Box]:
     """Canvas-frame landmarks of ``record`` (no pixels needed) and the source box used."""
     box = canvas_box(record, size_wh, pre)
-    xy = map_points(record.landmarks, box, pre.canvas, pre.canvas)
+    xy = C.source_to_canvas(record.landmarks, box, pre.canvas)
     return np.where(record.visible[:, None], xy, 0.0).astype(np.float32), box
 
 
@@ -165,5 +157,5 @@ def center_view(sample: Sample, pre: Preprocess) -> Sample:
     """The final ``size × size`` centre of a canvas sample (the reference's 20-px slice)."""
     m = pre.margin
     img = sample.image[m : m + pre.size, m : m + pre.size]
-    xy = np.where(sample.visible[:, None], sample.landmarks - m, 0.0).astype(np.float32)
+    xy = np.where(sample.visible[:, None], C.canvas_to_view(sample.landmarks, m), 0.0).astype(np.float32)
     return Sample(np.ascontiguousarray(img), xy, sample.visible, sample.names, sample.source, sample.meta)

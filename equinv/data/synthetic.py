@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from equinv import coords as C
 from equinv.data.paths import cache_root
 from equinv.data.reader_info import ReaderInfo
 from equinv.data.sample import LandmarkIndex, flip_permutation, make_record
@@ -90,14 +91,15 @@ class _Canvas:
         self.rgb = bg  # (big, big, 3) uint8
         self.fg = np.zeros((big, big), bool)
         # small-image coordinate of each supersample centre
-        self.coord = (np.arange(big, dtype=np.float32) + 0.5) / SS - 0.5
+        self.coord = C.resize_points(np.arange(big, dtype=np.float32), big, size)
 
     def _slices(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
         big = self.size * SS
-        j0 = max(0, int(math.floor((x0 + 0.5) * SS - 0.5)))
-        j1 = min(big, int(math.ceil((x1 + 0.5) * SS + 0.5)))
-        i0 = max(0, int(math.floor((y0 + 0.5) * SS - 0.5)))
-        i1 = min(big, int(math.ceil((y1 + 0.5) * SS + 0.5)))
+        # the supersamples around the box (small-image px → supersample px), one spare on the far side
+        j0 = max(0, int(math.floor(C.rescale(x0, SS))))
+        j1 = min(big, int(math.ceil(C.rescale(x1, SS))) + 1)
+        i0 = max(0, int(math.floor(C.rescale(y0, SS))))
+        i1 = min(big, int(math.ceil(C.rescale(y1, SS))) + 1)
         if j0 >= j1 or i0 >= i1:
             return None
         return slice(i0, i1), slice(j0, j1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equinv import coords as C
 from equinv.data.dataset import open_dataset
 from equinv.data.spec import split_index
 from equinv.errors import InputError
@@ -47,24 +48,6 @@ class TransferConfig:
     progress: bool = False
 
 
-def canvas_to_source(p: np.ndarray, box, canvas: int) -> np.ndarray:
-    """Canvas pixels → source-image pixels through the crop box ``(x0, y0, x1, y1)`` (pixel edges)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    out = np.empty_like(p, dtype=np.float64)
-    out[..., 0] = x0 + (p[..., 0] + 0.5) * (x1 - x0) / canvas - 0.5
-    out[..., 1] = y0 + (p[..., 1] + 0.5) * (y1 - y0) / canvas - 0.5
-    return out
-
-
-def source_to_canvas(s: np.ndarray, box, canvas: int) -> np.ndarray:
-    """Source-image pixels → canvas pixels through the crop box (the inverse of :func:`canvas_to_source`)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    out = np.empty_like(s, dtype=np.float64)
-    out[..., 0] = (s[..., 0] + 0.5 - x0) * canvas / (x1 - x0) - 0.5
-    out[..., 1] = (s[..., 1] + 0.5 - y0) * canvas / (y1 - y0) - 0.5
-    return out
-
-
 def parse_points(text: str) -> np.ndarray:
     """``"x,y;x,y;..."`` → ``(K, 2)`` finite points."""
     try:
@@ -91,7 +74,7 @@ def _reference(cfg: TransferConfig):
     rj, m = int(rb["index"][0]), rds.pre.margin
     if cfg.points:
         pts = parse_points(cfg.points)
-        ref_lm = source_to_canvas(pts, rds.boxes[rj], rds.pre.canvas) - m
+        ref_lm = C.canvas_to_view(C.source_to_canvas(pts, rds.boxes[rj], rds.pre.canvas), m)
         outside = (ref_lm < -0.5).any(1) | (ref_lm > rds.pre.size - 0.5).any(1)
         if outside.any():
             k = int(np.flatnonzero(outside)[0])
@@ -101,7 +84,7 @@ def _reference(cfg: TransferConfig):
     ref_vis = rb["visible"][0].numpy().astype(bool)
     if not ref_vis.any():
         raise InputError(f"reference image {ref_i} of {ref_spec} has no landmarks; give --points x,y;x,y")
-    return rds, rb, rj, rb["landmarks"][0].numpy().astype(np.float64) - m, ref_vis, list(rds.names)
+    return rds, rb, rj, C.canvas_to_view(rb["landmarks"][0].numpy().astype(np.float64), m), ref_vis, list(rds.names)
 
 
 def _target_entries(tds, tb, pred, score, ref_vis, labelled: bool, s: int):
@@ -110,17 +93,17 @@ def _target_entries(tds, tb, pred, score, ref_vis, labelled: bool, s: int):
     for i in range(len(pred)):
         j = int(tb["index"][i])
         entry = {"index": i, "path": str(tds.index.records[j].path), "landmarks_96": _r(pred[i]),
-                 "landmarks_image": _r(canvas_to_source(pred[i] + tm, tds.boxes[j], tds.pre.canvas)),
+                 "landmarks_image": _r(C.canvas_to_source(C.view_to_canvas(pred[i], tm), tds.boxes[j], tds.pre.canvas)),
                  "score": _r(score[i])}
         if labelled:
-            true = tb["landmarks"][i].numpy().astype(np.float64) - tm
+            true = C.canvas_to_view(tb["landmarks"][i].numpy().astype(np.float64), tm)
             ok = tb["visible"][i].numpy().astype(bool) & ref_vis
             d = np.linalg.norm(pred[i] - true, axis=-1)
             entry["true_96"] = _r(true)
             entry["error_96"] = [round(float(v), 3) if o else None for v, o in zip(d, ok, strict=True)]
             entry["mean_error_96"] = round(float(d[ok].mean()), 4) if ok.any() else None
             errs.append(d[ok])
-            errs70.append(d[ok] * 69.0 / (s - 1))
+            errs70.append(d[ok] * (C.DVE_SIDE - 1.0) / (s - 1))  # the 70-px frame's scale (C.to_dve70)
         targets.append(entry)
     return targets, errs, errs70
 
@@ -167,7 +150,8 @@ def run_transfer(cfg: TransferConfig, out: str | Path) -> dict:
         "frame": f"landmarks_96: pixels of the {s}x{s} evaluated view; landmarks_image: pixels of each input image",
         "reference": {"spec": split_index(cfg.reference)[0], "index": split_index(cfg.reference)[1],
                       "path": str(rds.index.records[rj].path), "landmarks_96": _r(ref_lm),
-                      "landmarks_image": _r(canvas_to_source(ref_lm + m, rds.boxes[rj], rds.pre.canvas)),
+                      "landmarks_image": _r(C.canvas_to_source(C.view_to_canvas(ref_lm, m), rds.boxes[rj],
+                                                               rds.pre.canvas)),
                       "visible": ref_vis.tolist()},
         "targets_spec": cfg.targets, "targets": targets,
     }

@@ -11,7 +11,8 @@ For pairs of images (A, B) taken in dataset order (0, 1), (2, 3), ...:
 * each source landmark is rounded to the nearest 96-grid cell, its descriptor is dotted with every
   target pixel and the argmax (hard nearest neighbour) is the prediction;
 * error = Euclidean distance in the 70×70 DVE frame ``(n + 1)/2·69`` of the normalised coordinates
-  ``n = 2·px/(W − 1) − 1`` (``match_error_*``) and in input pixels of the 96 frame (``match_error_*_px``);
+  ``n = 2·px/(W − 1) − 1`` (:func:`equinv.coords.to_dve70`; ``match_error_*``) and in input pixels of the
+  96 frame (``match_error_*_px``);
   the mean runs over landmarks visible in source and target, over all pairs.
 
 Deliberate differences from the reference: landmarks are moved through the warps exactly (inverse of the
@@ -29,16 +30,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from equinv import coords as C
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.tps import TPSConfig, TPSParams, sample_tps, warp_images, warp_landmarks
 
 DescriptorFn = Callable[[Tensor], Tensor]
 
 
-def to_dve70(px: Tensor, size: int) -> Tensor:
-    """Pixels of a ``size`` frame → normalised ``2·px/(size − 1) − 1`` → the 70-px DVE frame ``(n+1)/2·69``."""
-    n = 2.0 * px / (size - 1) - 1.0
-    return (n + 1.0) / 2.0 * 69.0
 
 
 def _pair_params(n: int, start: int, seed: int, config) -> tuple[TPSParams, TPSParams]:
@@ -61,8 +59,7 @@ def _nn_match(src: Tensor, src_lm: Tensor, tgt: Tensor) -> Tensor:
     Returns the argmax pixel ``(P, K, 2)`` (x, y) in the target frame.
     """
     p, d, h, w = src.shape
-    ix = src_lm[..., 0].round().long().clamp(0, w - 1)
-    iy = src_lm[..., 1].round().long().clamp(0, h - 1)
+    ix, iy = C.nearest_pixel(src_lm, (h, w))
     flat = src.flatten(2)  # (P, D, HW)
     q = flat.gather(2, (iy * w + ix)[:, None, :].expand(-1, d, -1))  # (P, D, K)
     sim = torch.bmm(q.transpose(1, 2), tgt.flatten(2))  # (P, K, HW)
@@ -118,7 +115,7 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
         sl = slice(margin, margin + size)
         v1 = normalize(view1[0::2, :, sl, sl], mean, std)
         v2 = normalize(view2[:, :, sl, sl], mean, std)
-        lm1, lm2 = lm1 - margin, lm2 - margin
+        lm1, lm2 = C.canvas_to_view(lm1, margin), C.canvas_to_view(lm2, margin)
         src = descriptor_fn(v1)
         tgt = descriptor_fn(v2)
         src_lm, src_vis = lm1[0::2], vis1[0::2]
@@ -126,7 +123,7 @@ def match_errors(descriptor_fn: DescriptorFn, dataset, n_pairs: int = 500, seed:
                                          ("diff", tgt[1::2], lm2[1::2], vis2[1::2])):
             pred = _nn_match(src, src_lm, t_desc)
             ok = src_vis & t_vis
-            d70 = (to_dve70(pred, size) - to_dve70(t_lm, size)).norm(dim=-1)
+            d70 = (C.to_dve70(pred, size) - C.to_dve70(t_lm, size)).norm(dim=-1)
             dpx = (pred - t_lm).norm(dim=-1)
             sums[key] += float(d70[ok].sum())
             sums[key + "_px"] += float(dpx[ok].sum())

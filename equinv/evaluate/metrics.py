@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from equinv import coords as C
+
 
 def _as_float(x) -> Tensor:
     t = torch.as_tensor(x)
@@ -122,8 +124,8 @@ def paper_pck(pred, gt, visible=None, batch_size: int = 32, alpha: float = 0.05,
     """
     pred, gt = _as_float(pred), _as_float(gt)
     vis = _visible(visible, gt)
-    p = (pred + 1.0) * (frame - 1) / 2.0
-    g = (gt + 1.0) * (frame - 1) / 2.0
+    p = C.points_from_norm(pred, frame, align_corners=True)
+    g = C.points_from_norm(gt, frame, align_corners=True)
     g = torch.where(vis[..., None], g, torch.zeros_like(g))
     counted = (g[..., 0] > 0) & (g[..., 1] > 0)
     d = torch.linalg.vector_norm(p - g, dim=-1).to(torch.int32)
@@ -163,8 +165,8 @@ def evaluate_predictions(pred: Tensor, labels, *, image_size: int = 96, alpha: f
         res["per_landmark"] = torch.nanmean(per_landmark_errors(pred, gt, labels.eyes, vis), 0).tolist()
     else:
         res["iod_error_percent"] = None
-    to_px = (image_size - 1) / 2.0
-    p = pck((pred + 1) * to_px, (gt + 1) * to_px, vis, image_size, alpha)
+    pred_px, gt_px = (C.points_from_norm(t, image_size, align_corners=True) for t in (pred, gt))
+    p = pck(pred_px, gt_px, vis, image_size, alpha)
     res["pck"] = p["pck"]
     res["pck_per_landmark"] = p["per_landmark"]
     if labels.eyes is None:

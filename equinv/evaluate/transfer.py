@@ -8,8 +8,8 @@ sub-pixel positions.
 
 Frames: landmarks are pixel coordinates (0-based pixel centres, x then y) of the *image* frame of side
 ``image_size`` (default: the descriptor grid side S). When S differs from the image side, a point maps
-to the grid as ``g = (p + 0.5)·S/W − 0.5`` and back the same way. The reference descriptor is read at the
-grid cell nearest to the landmark (rounding, as the reference code).
+to the grid as ``g = (p + 0.5)·S/W − 0.5`` and back the same way (:func:`equinv.coords.resize_points`). The
+reference descriptor is read at the grid cell nearest to the landmark (rounding, as the reference code).
 """
 
 from __future__ import annotations
@@ -17,13 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _to_grid(p: Tensor, image_size: float, grid: int) -> Tensor:
-    return (p + 0.5) * (grid / image_size) - 0.5
-
-
-def _from_grid(g: Tensor, image_size: float, grid: int) -> Tensor:
-    return (g + 0.5) * (image_size / grid) - 0.5
+from equinv import coords as C
 
 
 def reference_vectors(ref_desc: Tensor, ref_landmarks: Tensor, image_size: float | None = None) -> Tensor:
@@ -32,9 +26,8 @@ def reference_vectors(ref_desc: Tensor, ref_landmarks: Tensor, image_size: float
         ref_desc = ref_desc[0]
     d, h, w = ref_desc.shape
     size = float(image_size or w)
-    g = _to_grid(ref_landmarks.to(ref_desc.device, torch.float32), size, w)
-    ix = g[:, 0].round().long().clamp(0, w - 1)
-    iy = g[:, 1].round().long().clamp(0, h - 1)
+    g = C.resize_points(ref_landmarks.to(ref_desc.device, torch.float32), size, w)
+    ix, iy = C.nearest_pixel(g, (h, w))
     return ref_desc[:, iy, ix].T.contiguous()
 
 
@@ -83,7 +76,7 @@ def transfer_landmarks(ref_desc: Tensor, ref_landmarks: Tensor, target_desc: Ten
             py = (wgt * ys).sum(-1)
         preds.append(torch.stack((px, py), -1))
         scores.append(best)
-    pred = _from_grid(torch.cat(preds).reshape(n, k, 2), size, w)
+    pred = C.resize_points(torch.cat(preds).reshape(n, k, 2), w, size)
     if return_scores:
         return pred, torch.cat(scores)
     return pred

@@ -24,7 +24,7 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from equinv.augment.geometric import pix_to_norm
+from equinv import coords as C
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.features.stats import prepare_input
 
@@ -75,8 +75,8 @@ class FeatureSet:
 
 
 def normalise_points(kp: Tensor, width: int) -> Tensor:
-    """Final-view pixels → ``[-1, 1]``: ``kp_n = 2·kp/(W−1) − 1`` (protocol §4)."""
-    return pix_to_norm(kp, width, align_corners=True)
+    """Final-view pixels → ``[-1, 1]``: ``kp_n = 2·kp/(W−1) − 1`` (protocol §4; :mod:`equinv.coords`)."""
+    return C.points_to_norm(kp, width, align_corners=True)
 
 
 def feature_key(spec: str, source_identity: str, taps, pre, extra: str = "") -> str:

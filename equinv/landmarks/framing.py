@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from equinv import coords as C
 from equinv.data.preprocess import Preprocess, canvas_box
 from equinv.data.sample import Record
 
@@ -45,14 +46,10 @@ def box_canvas(box: Box, width: int, height: int, pre: Preprocess, crop: str) ->
 
 def view_to_source(points: np.ndarray, box: Box, pre: Preprocess) -> np.ndarray:
     """``(..., 2)`` view pixels → input-image pixels through ``box`` (see the module docstring)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    p = np.asarray(points, np.float64) + pre.margin
-    out = np.empty_like(p)
-    out[..., 0] = x0 + (p[..., 0] + 0.5) * (x1 - x0) / pre.canvas - 0.5
-    out[..., 1] = y0 + (p[..., 1] + 0.5) * (y1 - y0) / pre.canvas - 0.5
-    return out
+    canvas = C.view_to_canvas(np.asarray(points, np.float64), pre.margin)
+    return C.canvas_to_source(canvas, box, pre.canvas)
 
 
 def norm_to_view(n: np.ndarray, size: int) -> np.ndarray:
     """Normalised ``[-1, 1]`` model outputs → view pixels (``p = (n + 1)·(W − 1)/2``, the regression frame)."""
-    return (np.asarray(n, np.float64) + 1.0) * (size - 1) / 2.0
+    return C.points_from_norm(np.asarray(n, np.float64), size, align_corners=True)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from equinv import coords as C
 from equinv.augment.tps import TPSParams, map_points
 
 
@@ -37,10 +38,11 @@ def cell_centres(h: int, w: int, stride: float, device=None, dtype=torch.float32
     """``(h·w, 2)`` (x, y) centres of the feature cells in input pixels, row-major.
 
     Cell ``(i, j)`` of an ``h × w`` map of an ``(h·s) × (w·s)`` input covers input pixels
-    ``[j·s, (j+1)·s)``; its centre is ``(j + ½)·s − ½`` (the ``align_corners=False`` convention).
+    ``[j·s, (j+1)·s)``; its centre is ``(j + ½)·s − ½`` (:func:`equinv.coords.rescale`, the
+    ``align_corners=False`` convention).
     """
-    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride - 0.5
-    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * stride - 0.5
+    ys = C.rescale(torch.arange(h, device=device, dtype=dtype), stride)
+    xs = C.rescale(torch.arange(w, device=device, dtype=dtype), stride)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((xx.reshape(-1), yy.reshape(-1)), -1)
 
@@ -83,11 +85,9 @@ def warp_targets(params: TPSParams, h: int, w: int, stride: float, canvas: int, 
     ``(B, h·w, 2)`` in the sliced view's input pixels (the location in ``x`` of cell ``u`` of ``x'``) and
     ``(B, h·w)`` bool: the target lies inside the sliced view (±½ px).
     """
-    c = cell_centres(h, w, stride, device, torch.float64) + margin
-    g = map_points(params, c, canvas, canvas) - margin
-    side_x, side_y = w * stride, h * stride
-    valid = ((g[..., 0] >= -0.5) & (g[..., 0] <= side_x - 0.5) & (g[..., 1] >= -0.5) & (g[..., 1] <= side_y - 0.5))
-    return g.float(), valid
+    c = C.view_to_canvas(cell_centres(h, w, stride, device, torch.float64), margin)
+    g = C.canvas_to_view(map_points(params, c, canvas, canvas), margin)
+    return g.float(), C.inside(g, (h * stride, w * stride))
 
 
 def paper_equivariance_loss(f1: Tensor, f2: Tensor, targets: Tensor, stride: float, valid: Tensor | None = None,

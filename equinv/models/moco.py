@@ -66,6 +66,9 @@ class MoCo(nn.Module):
         momentum: m of the key-encoder update (0.999).
         temperature: T of InfoNCE (0.07).
         bn_groups: BN groups of the key batch in total (4 mimics the reference's 4 GPUs; 1 disables).
+        query_bn: ``groups``: the query batch is normalised in the same ``bn_groups`` contiguous groups (the
+            reference: DataParallel on 4 GPUs normalises each GPU's quarter of the queries separately);
+            ``batch``: over the whole batch (equinv ≤ 0.1; docs/parity.md §5).
 
     ``stats`` holds detached 0-d tensors: ``pos_sim`` (mean q·k), ``neg_sim`` (mean q·queue),
     ``acc`` (fraction of queries whose positive has the largest logit).
@@ -87,8 +90,12 @@ class MoCo(nn.Module):
         momentum: float = 0.999,
         temperature: float = 0.07,
         bn_groups: int = 4,
+        query_bn: str = "groups",
     ):
         super().__init__()
+        if query_bn not in ("groups", "batch"):
+            raise ValueError(f"query_bn must be groups or batch, got {query_bn!r}")
+        self.query_bn = query_bn
         if isinstance(encoder, str):
             encoder = Encoder(encoder, dim=dim, head=head)
         if queue_size < 1 or bn_groups < 1:
@@ -148,7 +155,10 @@ class MoCo(nn.Module):
 
     def forward(self, im_q: Tensor, im_k: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``im_q``, ``im_k``: two views ``(B, 3, H, W)`` of the same images. Returns ``(loss, stats)``."""
-        q = self.encoder_q(im_q)
+        if self.query_bn == "groups":  # this rank's share of the groups, as the keys' (no shuffle)
+            q = grouped_forward(self.encoder_q, im_q, max(1, self.bn_groups // D.world_size()))
+        else:
+            q = self.encoder_q(im_q)
         if self.training:
             self.momentum_update()
         k, k_all = self.encode_keys(im_k)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from equinv import coords as C
 from equinv.errors import InputError
 from equinv.outputs import write_text
 from equinv.records import N_SHOW
@@ -336,8 +337,8 @@ def saved_views(z: dict, j: int, n: int) -> tuple[np.ndarray | None, str | None]
 
 
 def _to_px(p: np.ndarray, size: int) -> np.ndarray:
-    """Normalised ``[-1, 1]`` → final-view pixels: ``px = (n + 1)·(size − 1)/2``."""
-    return (np.asarray(p, np.float64) + 1.0) * (size - 1) / 2.0
+    """Saved normalised ``[-1, 1]`` points (``align_corners=True``) → float64 pixels of the ``size`` final view."""
+    return C.points_from_norm(np.asarray(p, np.float64), size, align_corners=True)
 
 
 def _image_errors(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, eyes, size: int) -> list[str]:

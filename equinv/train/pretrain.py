@@ -17,6 +17,7 @@ any point and resumed from its last checkpoint replays the same steps and ends w
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class PretrainConfig(JsonConfig):
     grayscale: float = 0.0
     size: int = 96
     bn_groups: int = 4
+    query_bn: str = "groups"  # the reference's per-GPU query BN; "batch": whole-batch (equinv ≤ 0.1)
     seed: int = 0
     workers: int = 0
     device: str | None = None
@@ -75,6 +77,14 @@ class PretrainConfig(JsonConfig):
     log_every: int = 10
     skip_bad: bool = False
     init: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PretrainConfig:
+        """A saved config; a run saved before ``query_bn`` existed normalised its queries as one batch."""
+        cfg = super().load(path)
+        if "query_bn" not in json.loads(path.read_text()):
+            cfg.query_bn = "batch"
+        return cfg
 
     @property
     def effective_lr(self) -> float:
@@ -89,6 +99,8 @@ class PretrainConfig(JsonConfig):
                                    "log_every", "max_images"),
                       count0=("workers", "save_every"), positive=("temperature", "base_lr"),
                       nonneg=("lr", "weight_decay", "max_minutes"), unit=("momentum", "sgd_momentum", "grayscale"))
+        if self.query_bn not in ("groups", "batch"):
+            raise InputError(f"--query-bn must be groups or batch, got {self.query_bn!r}")
         if self.queue < self.batch_size:
             raise InputError(f"--queue {self.queue} is smaller than --batch-size {self.batch_size}")
 
@@ -121,7 +133,7 @@ class MoCoMethod(Method):
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = MoCo(
             cfg.arch, dim=cfg.dim, head=cfg.head, queue_size=cfg.queue, momentum=cfg.momentum,
-            temperature=cfg.temperature, bn_groups=cfg.bn_groups,
+            temperature=cfg.temperature, bn_groups=cfg.bn_groups, query_bn=cfg.query_bn,
         ).to(device)
         if cfg.init:
             # Start both encoders from given trunk weights (e.g. a user's torchvision ImageNet file).

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from equinv import coords as C
 from equinv.outputs import save_image
 from equinv.viz.contact_sheet import BG, FG, LABEL_H, PAD, _font, batch_to_uint8, landmark_colour
 
@@ -198,16 +199,16 @@ def match_figure(reference, ref_landmarks, targets, predicted, path: str | Path,
     ox, oy, s = place(ref, 0)
     for j in range(k):
         if rv[j]:
-            _dot(draw, ox + (rl[j, 0] + 0.5) * s - 0.5, oy + (rl[j, 1] + 0.5) * s - 0.5, rad, landmark_colour(j))
+            _dot(draw, ox + C.rescale(rl[j, 0], s), oy + C.rescale(rl[j, 1], s), rad, landmark_colour(j))
     for i in range(n):
         ox, oy, s = place(tg[i], i + 1)
         for j in range(k):
             if not rv[j]:
                 continue
             col = landmark_colour(j)
-            px, py = ox + (pr[i, j, 0] + 0.5) * s - 0.5, oy + (pr[i, j, 1] + 0.5) * s - 0.5
+            px, py = ox + C.rescale(pr[i, j, 0], s), oy + C.rescale(pr[i, j, 1], s)
             if tr is not None and tv[i, j]:
-                tx, ty = ox + (tr[i, j, 0] + 0.5) * s - 0.5, oy + (tr[i, j, 1] + 0.5) * s - 0.5
+                tx, ty = ox + C.rescale(tr[i, j, 0], s), oy + C.rescale(tr[i, j, 1], s)
                 draw.line((tx, ty, px, py), fill=col, width=1)
                 _dot(draw, tx, ty, rad + 1, col, ring=True)
             _dot(draw, px, py, rad, col)

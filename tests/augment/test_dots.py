@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from equinv import coords as C
 from equinv.augment import geometric as G
 from equinv.augment import recipes as R
 from equinv.augment import tps as T
@@ -33,7 +34,7 @@ def test_dot_rrc(device):
     g, img, lm, vis = _setup(device)
     out, lm2, vis2 = G.random_resized_crop(img, lm, vis, 48, g, scale=(0.3, 1.0))
     assert out.shape == (B, K, 48, 48)
-    _check("rrc", out, lm2, vis2 & G.inside(lm2, 48, 48), min_points=8)
+    _check("rrc", out, lm2, vis2 & C.inside(lm2, 48), min_points=8)
 
 
 def test_dot_hflip_with_perm(device):
@@ -81,7 +82,7 @@ def test_dot_composed_chain(device):
     x, l2, v2 = G.random_affine(x, l2, v2, g, degrees=15, scale=(0.9, 1.1))
     x, l2, v2 = G.center_crop(x, l2, v2, 64)
     assert x.shape[-1] == 64
-    _check("chain", x, l2, v2 & G.inside(l2, 64, 64), min_points=8)
+    _check("chain", x, l2, v2 & C.inside(l2, 64), min_points=8)
 
 
 def test_dot_view_recipe(device):
@@ -94,7 +95,7 @@ def test_dot_view_recipe(device):
                       tps="dve", hflip_p=0.5, flip_perm=(0, 1, 2), rrc_scale=(0.5, 1.0))
     view = R.make_view(img, lm, vis, cfg, g)
     assert view.images.shape == (B, 3, 96, 96)
-    _check("recipe", view.images, view.landmarks, view.visible & G.inside(view.landmarks, 96, 96), 6)
+    _check("recipe", view.images, view.landmarks, view.visible & C.inside(view.landmarks, 96), 6)
 
 
 def test_dot_dve_pair(device):
@@ -104,7 +105,7 @@ def test_dot_dve_pair(device):
     _check("dve-pair view1 (B)", pair.view1, pair.landmarks1, pair.visible1)
     # the grid maps view1 pixels to view2 pixels; at view1's landmarks it gives view2's landmarks
     at = T.map_points(pair.params2, pair.landmarks1.double(), S, S)
-    well_inside = pair.visible1 & G.inside(pair.landmarks1, S, S, margin=-2)
+    well_inside = pair.visible1 & C.inside(pair.landmarks1, S, margin=-2)
     assert (at - pair.landmarks2).norm(dim=-1)[well_inside].max().item() < 1e-3
     dense = T.map_points(pair.params2, G.pixel_grid(S, S, device).reshape(-1, 2), S, S)
     assert torch.allclose(dense.reshape(B, S, S, 2), pair.grid, atol=1e-3)
@@ -116,8 +117,6 @@ def test_dot_matching_pair(device):
     _check("matching-pair view2", pair.view2, pair.landmarks2, pair.visible2)
     _check("matching-pair view1", pair.view1, pair.landmarks1, pair.visible1)
     # view1 = TPS2(view2): resampling view2 with the dense map reproduces view1
-    from equinv.augment.geometric import pix_to_norm
-
-    n = torch.stack((pix_to_norm(pair.grid[..., 0], S, True), pix_to_norm(pair.grid[..., 1], S, True)), -1)
+    n = C.points_to_norm(pair.grid, S, align_corners=True)
     again = torch.nn.functional.grid_sample(pair.view2, n, align_corners=True)
     assert (again - pair.view1).abs().max().item() < 1e-4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from equinv import coords as C
 from equinv.augment import geometric as G
 from equinv.augment import photometric as P
 from equinv.augment import recipes as R
@@ -124,7 +125,7 @@ def test_warp_affine_equals_float64_grid(device):
                               m, (30, 35))
     grid = G.pixel_grid(30, 35, dtype=torch.float64).reshape(1, -1, 2).expand(4, -1, -1)
     src = G.apply_affine_points(m.double(), grid)
-    norm = torch.stack((G.pix_to_norm(src[..., 0], 50), G.pix_to_norm(src[..., 1], 40)), -1)
+    norm = C.points_to_norm(src, (40, 50))
     ref = F.grid_sample(img, norm.reshape(4, 30, 35, 2).float().to(device), align_corners=False)
     assert (out - ref).abs().max().item() < 1e-4
     pts = torch.tensor([[0.0, 0.0], [34.0, 29.0], [7.0, 11.0]])

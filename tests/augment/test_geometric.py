@@ -2,6 +2,7 @@ import math
 
 import torch
 
+from equinv import coords as C
 from equinv.augment import geometric as G
 
 
@@ -52,7 +53,7 @@ def test_reproducible():
 def test_affine_rotation_direction():
     m = G.sample_affine(1, 11, 11, torch.Generator().manual_seed(0), degrees=0)
     assert torch.allclose(m, torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]], dtype=torch.float64))
-    assert math.isclose(G.pix_to_norm(torch.tensor(0.0), 10).item(), -0.9, rel_tol=1e-6)
+    assert math.isclose(C.pix_to_norm(torch.tensor(0.0), 10).item(), -0.9, rel_tol=1e-6)
 
 
 def test_slice_resize_inside():
@@ -62,6 +63,6 @@ def test_slice_resize_inside():
     out, lm2, _ = G.center_crop(img, lm, vis, 96)
     assert out.shape[-1] == 96 and torch.equal(out, img[..., 20:116, 20:116])
     assert lm2[0, 0].tolist() == [0.0, 0.0]
-    assert G.inside(lm2, 96, 96).tolist() == [[True, False, False]]
+    assert C.inside(lm2, 96).tolist() == [[True, False, False]]
     r, lm3, _ = G.resize(img, lm, vis, 68)
     assert r.shape[-1] == 68 and torch.allclose(lm3[0, 0], torch.tensor([9.75, 9.75]))

@@ -7,7 +7,7 @@ from equinv.augment.tps import TPSConfig
 from equinv.data.dataset import LandmarkDataset
 from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
-from equinv.evaluate.matching import match_errors, to_dve70
+from equinv.evaluate.matching import match_errors
 from equinv.features.sources import layerwise_normalize
 
 IDENTITY = TPSConfig(0.0, 0.0, 0.0, 0.0, 0.0)
@@ -33,11 +33,6 @@ def positional(x: torch.Tensor) -> torch.Tensor:
 
 def constant(x: torch.Tensor) -> torch.Tensor:
     return torch.ones(x.shape[0], 4, x.shape[-2], x.shape[-1])
-
-
-def test_dve_frame():
-    assert to_dve70(torch.tensor(0.0), 96).item() == 0.0
-    assert to_dve70(torch.tensor(95.0), 96).item() == pytest.approx(69.0)
 
 
 def test_identity_warp_positional_descriptors_near_zero(tiny):

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from equinv.cli import main
+from equinv.coords import canvas_to_source, source_to_canvas
 from equinv.data.spec import split_index
-from equinv.evaluate.landmark_transfer import canvas_to_source, source_to_canvas
 from equinv.evaluate.transfer import transfer_landmarks
 
 

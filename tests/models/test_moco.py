@@ -137,3 +137,23 @@ def test_training_step_runs(moco):
     assert all(p.grad is None for p in moco.encoder_k.parameters())
     assert moco.encoder_q.backbone.conv1.weight.grad is not None
     opt.step()
+
+
+def test_queries_are_normalised_in_the_key_groups_as_the_reference_does():
+    """The reference's DataParallel on 4 GPUs normalises each quarter of the queries separately (docs/parity.md)."""
+    from equinv.models.moco import grouped_forward
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    enc = Encoder("resnet18", dim=16)
+    grouped = MoCo(copy.deepcopy(enc), queue_size=16, bn_groups=4)
+    whole = MoCo(copy.deepcopy(enc), queue_size=16, bn_groups=4, query_bn="batch")
+    captured = {}
+    for name, m in (("grouped", grouped), ("whole", whole)):
+        m.encoder_q.register_forward_hook(lambda mod, i, o, name=name: captured.setdefault(name, []).append(o))
+        m(x, x.flip(-1))
+    q_grouped, q_whole = torch.cat(captured["grouped"]), captured["whole"][0]
+    with torch.no_grad():
+        torch.testing.assert_close(q_grouped, grouped_forward(enc.train(), x, 4))
+        torch.testing.assert_close(q_whole, enc(x))
+    assert len(captured["grouped"]) == 4 and not torch.allclose(q_grouped, q_whole)
