@@ -70,7 +70,8 @@ CASES = [
     (f"pretrain --data {S} --out {{out}} --epochs -1", 2, "argument --epochs: must be a positive integer"),
     (f"pretrain --data {S} --out {{out}} --momentum 2", 2, "argument --momentum: must be in [0, 1]"),
     (f"pretrain --data {S} --out {{out}} --grayscale 2", 2, "argument --grayscale: must be in [0, 1]"),
-    (f"pretrain --data {S} --out {{out}} --max-minutes 0", 2, "argument --max-minutes: must be > 0"),
+    (f"pretrain --data {S} --out {{out}} --max-minutes -1", 2, "argument --max-minutes: must be ≥ 0"),
+    (f"pretrain-dve --data {S} --out {{out}} --max-minutes nan", 2, "argument --max-minutes: 'nan' is not a finite"),
     (f"project --data {S} --out {{out}} --epochs -1", 2, "argument --epochs: must be a positive integer"),
     (f"project --data {S} --out {{out}} --dim 0", 2, "argument --dim: must be a positive integer"),
     (f"project --data {S} --out {{out}} --tps banana", 2, "argument --tps: invalid choice"),
@@ -84,7 +85,7 @@ CASES = [
     (f"eval match --data {S} --grid 0 --out {{out}}", 2, "argument --grid: must be a positive integer"),
     (f"data check {S} --workers -2 --out {{out}}.png", 2, "argument --workers: must be a positive integer"),
     # --- a resume that changes what defines the run
-    (f"pretrain --resume {{run}} --lr 0.5 --data {S} --quiet", 2, "cannot change --lr 0.5 (run: None)"),
+    (f"pretrain --resume {{run}} --lr 0.5 --data {S} --quiet", 2, "cannot change --lr 0.5 (run: default)"),
     ("pretrain --resume {run} --batch-size 2 --quiet", 2, "cannot change --batch-size 2 (run: 4)"),
     # --- flags: ranges, finite numbers, choices, devices
     *[(f"pretrain --data {S} --out {{out}} {flag}", 2, phrase) for flag, phrase in [
@@ -131,13 +132,18 @@ CASES = [
       if cmd != "report"],
     *[(f"{argv} --out {{ro}}/x{FILE_OUT.get(cmd, '')}", 2, "cannot write in") for cmd, argv in WRITERS.items()
       if cmd != "report"],
-    *[(f"{WRITERS[cmd]} --out /dev/full", 2, "must end in") for cmd in FILE_OUT],
+    *[(f"{argv} --out /dev/full", 2, "must end in" if cmd in FILE_OUT else "/dev/full: exists and is not a folder")
+      for cmd, argv in WRITERS.items() if cmd != "report"],
+    ("report {run} {run} --out /dev/full", 2, "--out /dev/full: exists and is not a folder"),
+    (f"data check {S} --no-sheet --skip-report /dev/full", 2, "--skip-report /dev/full: exists and is not a regular"),
     (f"{WRITERS['features']} --out {{folddir}}.npy", 2, "is a folder, not a file"),
     ("report {run} {run} --out {file}", 2, "exists and is not a folder"),
     ("report {file}", 2, "RUN_DIR {file}: exists and is not a folder"),
     (f"data check {S} --no-sheet --skip-bad --skip-report {{ro}}/skips.txt", 2, "--skip-report"),
     (f"data check {S} --no-sheet --skip-report {{folddir}}.npy", 2, "--skip-report {folddir}.npy: is a folder"),
     (f"data check {S} --out {{out}}.txt", 2, "must end in .png"),
+    (f"view --reference {S} --screenshot /dev/full --out {{out}}", 2, "--screenshot /dev/full: must end in .png"),
+    (f"view --reference {S} --screenshot {{ro}}/shot.png --out {{out}}", 2, "--screenshot {ro}/shot.png: cannot write"),
     ("features --data {S} --out {existing}.npy", 2, "already exists (use --force to replace it)"),
     ("predict {run} {fold} --out {existing}.json", 2, "already exists (use --force to replace it)"),
     # --- input files

@@ -92,7 +92,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=nonneg_float, default=None, help="learning rate (default 0.03 x batch/256)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 800; the cosine horizon)")
     p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--max-minutes", type=positive_float, default=None,
+    p.add_argument("--max-minutes", type=nonneg_float, default=None,
                    help="wall-clock budget of this invocation: checkpoint and stop when spent (continue with "
                    "--resume); the weights so far are written to backbone.safetensors")
     p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,

@@ -9,7 +9,6 @@ from equinv.commands.options import (
     add_device_arg,
     nonneg_float,
     nonneg_int,
-    positive_float,
     positive_int,
 )
 from equinv.errors import InputError
@@ -65,7 +64,7 @@ def add_dve_arguments(p: argparse.ArgumentParser) -> None:
                    help="bias learning rate (default 1e-5 smallnet, else lr)")
     p.add_argument("--epochs", type=positive_int, default=None, help="default 100")
     p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--max-minutes", type=positive_float, default=None,
+    p.add_argument("--max-minutes", type=nonneg_float, default=None,
                    help="wall-clock budget; checkpoint and stop when spent (continue with --resume)")
     p.add_argument("--loss-chunk", type=positive_int, default=None, help="images per vectorised loss chunk (memory)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")

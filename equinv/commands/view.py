@@ -17,7 +17,7 @@ from pathlib import Path
 
 from equinv.commands.options import add_device_arg, add_feature_args, feature_spec, nonneg_int, port, positive_int
 from equinv.errors import InputError
-from equinv.outputs import check_dir
+from equinv.outputs import check_dir, check_file
 
 
 def features_from_args(args: argparse.Namespace):
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     """Write the page (and a screenshot); serve it with --serve."""
     from equinv.view import serve
 
+    if args.screenshot:  # written last, after all the work: checked first
+        check_file(args.screenshot, "--screenshot", suffixes=(".png",))
     server = serve.bind(args.out, args.serve) if args.serve is not None else None  # refuse a busy port first
     try:
         index, meta = run_view(args)

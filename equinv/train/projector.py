@@ -42,7 +42,7 @@ from equinv.data.dataset import LandmarkDataset
 from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
 from equinv.data.sample import LandmarkIndex
-from equinv.data.spec import read_index
+from equinv.data.spec import parse_spec, read_index
 from equinv.errors import InputError, SkipLog
 from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
@@ -136,12 +136,22 @@ class ProjectConfig(JsonConfig):
                       nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
         if self.mode not in ("reference", "paper"):
             raise InputError(f"--mode must be reference or paper, got {self.mode!r}")
-        if "test" in self.val.lower():
+        if _looks_like_test(self.val):
             raise InputError(f"--val {self.val!r} looks like a test split; model selection must not see test data")
         if self.tps not in TPS_PRESETS:
             raise InputError(f"--tps must be one of {', '.join(TPS_PRESETS)}, got {self.tps!r}")
         if self.size % self.train_size:
             raise InputError(f"--train-size {self.train_size} must divide --size {self.size}")
+
+
+def _looks_like_test(spec: str) -> bool:
+    """A spec whose options (``split=mafl_test``, ``list=testImageList.txt``) or last path part name a test set.
+
+    The folders above the data are not looked at: ``/tmp/pytest-1/faces`` is no test split.
+    """
+    parsed = parse_spec(spec)
+    words = [parsed.path.name, *(f"{k}={v}" for k, v in parsed.options)]
+    return any("test" in w.lower() for w in words)
 
 
 class FeatureCache:
