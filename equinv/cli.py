@@ -2,7 +2,8 @@
 
 Every command lives in its own module of :mod:`equinv.commands`, named after it, with a ``register(sub)``
 function that adds its parser; :data:`COMMANDS` lists them in help order. Errors in the user's input are
-printed on one line (``equinv: error: FILE:LINE: ...``) with exit status 2; no traceback.
+printed on one line (``equinv: error: FILE:LINE: ...``) with exit status 2; no traceback. So is an ``OSError``
+of a file that could not be written (:func:`equinv.outputs.os_error_message`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except InputError as e:
         print(f"equinv: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write that failed past the early checks (disk full, read-only, permission)
+        from equinv.outputs import os_error_message
+
+        msg = os_error_message(e)
+        if msg is None:
+            raise
+        print(f"equinv: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("equinv: interrupted", file=sys.stderr)

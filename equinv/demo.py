@@ -25,6 +25,7 @@ from equinv.augment.recipes import face_moco, make_view
 from equinv.data.dataset import LandmarkDataset, final_view
 from equinv.data.preprocess import Preprocess, center_view
 from equinv.data.spec import read_index
+from equinv.records import write_json
 from equinv.viz.contact_sheet import contact_sheet, draw_batch
 
 
@@ -136,7 +137,7 @@ def run_demo(out: Path, n: int = 256, device: str | None = None, seed: int = 0, 
           f"random init, {iod['mean_shape']:.1f}% mean training shape")
     summary.update(held_out_iod_percent=iod, model=str(out / "model"), labelled=labelled)
     summary["figures"] += _figures(out, run, model, paths, pred, truth, train, test, dev)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / "summary.json", summary)
     print(f"  figures in {out}: {', '.join(summary['figures'])}; model in {out / 'model'}; summary.json")
     return summary
 

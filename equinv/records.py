@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 import torchvision
 
+from equinv.outputs import atomic_path
 from equinv.version import __version__
 
 #: Test images saved (as their final views) with every evaluation, for the report's figures.
@@ -56,26 +56,15 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def write_json(path: str | Path, obj, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON atomically (temporary file, then rename); non-JSON values become strings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=indent, default=str) + ("\n" if indent is not None else ""))
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=str) + ("\n" if indent is not None else ""))
+    return Path(path)
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write compressed arrays atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

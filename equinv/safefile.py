@@ -18,14 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from equinv.errors import InputError
-
-#: Temporary files are ``.NAME.tmpPID`` beside their target (see :func:`stale_temporaries`).
-TMP_INFIX = ".tmp"
-
-
-def tmp_path(path: Path) -> Path:
-    """The temporary file a write of ``path`` goes through."""
-    return path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
+from equinv.outputs import TMP_INFIX, tmp_path
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

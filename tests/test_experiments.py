@@ -62,7 +62,7 @@ def test_smoke_dry_run_lists_every_step_and_command(tmp_path, capsys):
         "--n-train 2,4", "--n-train 2").replace("limited/random", "limited/random_fanin") + \
         " --heatmap-init-std fan-in"
     assert "random_fanin" not in cmds["faces_limited_compare"]
-    assert "--descriptor projected" in cmds["faces_match_proj_d32"] and "--pairs 4" in cmds["faces_match_hc"]
+    assert "--source projected" in cmds["faces_match_proj_d32"] and "--pairs 4" in cmds["faces_match_hc"]
     assert "--paper-pck" in cmds["birds_regress_hc"] and "--val" not in cmds["birds_regress_hc"]
     assert cmds["faces_limited_compare"].startswith("equinv report ")
     assert "36 of 36 selected steps to run" in out

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from equinv.commands.options import SPEC_HELP, positive_float, positive_int
 from equinv.errors import InputError
+from equinv.outputs import IMAGE_SUFFIXES, check_file, write_text
 
 
 def add_preprocess_args(p: argparse.ArgumentParser) -> None:
@@ -33,12 +33,14 @@ def check(args: argparse.Namespace) -> int:
     """Validate every annotation, decode every image, print counts, write a contact sheet."""
     from equinv.data.check import check_dataset
 
-    sheet = None if args.no_sheet else Path(args.out)
+    sheet = None if args.no_sheet else check_file(args.out, suffixes=IMAGE_SUFFIXES)
+    if args.skip_report:
+        check_file(args.skip_report, "--skip-report")
     rep = check_dataset(args.spec, sheet=sheet, pre=preprocess_from_args(args), skip_bad=args.skip_bad,
                         n_sheet=args.n_sheet, workers=args.workers, progress=not args.quiet)
     print("\n".join(rep.lines()))
     if args.skip_report and rep.skipped:
-        Path(args.skip_report).write_text("\n".join(rep.skipped) + "\n")
+        write_text(args.skip_report, "\n".join(rep.skipped) + "\n")
         print(f"skip report    {args.skip_report}")
     return 0
 

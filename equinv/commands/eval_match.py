@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.commands.options import add_feature_args, add_run_args, feature_spec, positive_int
+from equinv.commands.options import add_feature_args, add_run_args, feature_spec, nonneg_int, positive_int
+from equinv.outputs import check_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -12,6 +13,7 @@ def run(args: argparse.Namespace) -> int:
     from equinv.evaluate.match_eval import eval_match
     from equinv.report.page import write_run_page
 
+    check_dir(args.out)
     res = eval_match(args.data, feature_spec(args, seed=0), pairs=args.pairs, seed=args.seed, batch=args.batch_size,
                      device=args.device, out=args.out, progress=not args.quiet)
     print(f"{res['config']['descriptor']}: same identity {res['match_error_same']:.2f}, different identity "
@@ -39,7 +41,7 @@ def register(sub) -> None:
     add_feature_args(p, grid="96 (the protocol's)", readout="output")
     p.add_argument("--data", required=True, metavar="SPEC", help="labelled dataset KIND:PATH[?k=v]")
     p.add_argument("--pairs", type=positive_int, default=500, help="pairs per identity setting (default 500)")
-    p.add_argument("--seed", type=int, default=1, help="pair sampling seed (default 1)")
+    p.add_argument("--seed", type=nonneg_int, default=1, help="pair sampling seed (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (match.json)")
     add_run_args(p)

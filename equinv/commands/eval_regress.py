@@ -10,10 +10,12 @@ from equinv.commands.options import (
     feature_spec,
     n_train_arg,
     nonneg_float,
+    nonneg_int,
     positive_float,
     positive_int,
 )
 from equinv.errors import InputError
+from equinv.outputs import check_dir
 
 
 def _heatmap_init(text: str) -> float | str:
@@ -55,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from equinv.evaluate.regression import run_regression
     from equinv.report.page import write_run_page
 
+    check_dir(args.out)
+    if args.cache_dir:
+        check_dir(args.cache_dir, "--cache-dir")
     res = run_regression(config_from_args(args), args.out, log=print_epoch(args.quiet), progress=not args.quiet)
     for r in res["runs"]:
         for spec, t in r["tests"].items():
@@ -119,7 +124,7 @@ def register(sub) -> None:
                    help="warped copies per image with --tps-aug (default 8)")
     r.add_argument("--paper-pck", action="store_true", help="also report the reference's quirky PCK")
     r.add_argument("--eval-batch-size", type=positive_int, default=32, help="batch size of the paper PCK averaging")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=nonneg_int, default=0)
     r.add_argument("--cache-dir", default=None, help="keep features as .npy memmaps here (reused across runs)")
     r.add_argument("--out", required=True, metavar="DIR", help="output directory (regression.json)")
     add_run_args(r)

@@ -10,9 +10,11 @@ from equinv.commands.options import (
     feature_spec,
     n_train_arg,
     nonneg_float,
+    nonneg_int,
     positive_float,
     positive_int,
 )
+from equinv.outputs import check_dir
 
 DESCRIPTION = """\
 Train a 1x1 convolution (one logit over per-channel standardised hypercolumn features) on
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     """Train and evaluate the segmentation head; print one line per entry and test set."""
     from equinv.evaluate.segmentation import SegmentationConfig, run_segmentation
 
+    check_dir(args.out)
+    if args.cache_dir:
+        check_dir(args.cache_dir, "--cache-dir")
     cfg = SegmentationConfig(
         train=args.train, val=args.val, test=list(args.test), masks=args.masks, features=feature_spec(args),
         epochs=args.epochs, lr=args.lr, wd=args.wd, batch_size=args.batch_size, n_train=args.n_train,
@@ -89,7 +94,7 @@ def register(sub) -> None:
                    help="seeded subset draws per --n-train size (mean ± std)")
     p.add_argument("--finetune", action="store_true", help="train the trunk too (no feature cache)")
     p.add_argument("--trunk-lr-mult", type=nonneg_float, default=0.1, help="trunk lr = lr x this with --finetune")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--cache-dir", default=None, help="keep frozen features as .npy memmaps here (reused)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (segment.json, segment_predictions.npz)")

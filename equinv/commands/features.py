@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, positive_int
+from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, nonneg_int, positive_int
+from equinv.outputs import check_file
 
 #: Stored dtypes (equinv.features.export.DTYPES; kept here so that parsing does not import torch).
 DTYPES = ("float16", "float32", "bfloat16")
@@ -14,6 +15,8 @@ def run(args: argparse.Namespace) -> int:
     """Export the features and print the files written."""
     from equinv.features.export import export_features
 
+    out = check_file(args.out, suffixes=(".npy", ".safetensors"), force=args.force)
+    check_file(out.with_suffix(".json"), force=args.force)  # the sidecar: written with every output
     res = export_features(
         args.data,
         args.out,
@@ -69,8 +72,9 @@ def register(sub) -> None:
                    help="per-tap native-resolution maps (default: yes for .safetensors, no for .npy)")
     p.add_argument("--image-size", type=positive_int, default=96, help="final view side (default 96)")
     p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images (dataset order)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-init backbone (default 0)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random-init backbone (default 0)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip bad inputs instead of stopping")
+    p.add_argument("--force", action="store_true", help="replace an existing --out (and its .json sidecar)")
     add_run_args(p)
     p.set_defaults(fn=run)

@@ -9,10 +9,12 @@ from equinv.commands.options import (
     add_feature_args,
     add_run_args,
     nonneg_float,
+    nonneg_int,
     positive_float,
     positive_int,
 )
 from equinv.errors import InputError
+from equinv.outputs import check_dir
 
 
 def _heatmap_init(text: str) -> float | str:
@@ -29,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from equinv.commands.options import feature_spec
     from equinv.landmarks.fit import FitConfig, fit, summary
 
+    check_dir(args.out)
+    if args.cache_dir:
+        check_dir(args.cache_dir, "--cache-dir")
     cfg = FitConfig(train=args.train, val=args.val, features=feature_spec(args), steps=args.steps, lr=args.lr,
                     wd=args.wd, batch_size=args.batch_size, n_heatmaps=args.n_heatmaps,
                     softargmax_mul=args.softargmax_mul, heatmap_init_std=args.heatmap_init_std,
@@ -72,7 +77,7 @@ def register(sub) -> None:
                    help="per-channel 1/std input scaling (default auto: for projected / NMF sources)")
     p.add_argument("--no-anchor", action="store_true",
                    help="start from a random linear map, as the reference, not from the mean training shape")
-    p.add_argument("--seed", type=int, default=0, help="seed of the regressor (and of a random trunk)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the regressor (and of a random trunk)")
     p.add_argument("--cache-dir", default=None, help="keep frozen features as .npy memmaps here (reused)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
     p.add_argument("--force", action="store_true", help="replace a model already in --out")

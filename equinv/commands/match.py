@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, positive_int
+from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, nonneg_int, positive_int
+from equinv.outputs import check_dir
 
 
 def run(args: argparse.Namespace) -> int:
     """Transfer the landmarks and print where the results went (and the mean error when labelled)."""
     from equinv.evaluate.landmark_transfer import TransferConfig, run_transfer
 
+    check_dir(args.out)
     cfg = TransferConfig(reference=args.reference, targets=args.targets, features=feature_spec(args),
                          points=args.points, max_targets=args.max_targets, image_size=args.image_size,
                          whole_norm=args.whole_norm, soft=args.soft, batch=args.batch, n_figure=args.n_figure,
@@ -68,7 +70,7 @@ def register(sub) -> None:
     p.add_argument("--n-figure", type=positive_int, default=15, help="targets shown in matches.png (default 15)")
     p.add_argument("--cell", type=positive_int, default=128, help="figure cell side in px (default 128)")
     p.add_argument("--cols", type=positive_int, default=4, help="figure columns (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of a random trunk (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of a random trunk (default 0)")
     p.add_argument("--out", default="runs/match", help="output folder (default runs/match)")
     add_run_args(p)
     p.set_defaults(fn=run)

@@ -22,6 +22,8 @@ ARCH_NAMES = ("resnet18", "resnet34", "resnet50", "resnet50_half")
 #: DVE descriptor networks (equinv.models.dve.ARCHS).
 DVE_ARCHS = ("smallnet", "hourglass")
 SOURCE_KINDS = ("hypercolumn", "projected", "nmf", "dve")
+#: TPS warp presets (equinv.augment.tps.PRESETS).
+TPS_PRESETS = ("paper", "cl", "eval", "dve")
 #: The release until which deprecated spellings are accepted.
 UNTIL = "equinv 0.3"
 
@@ -80,6 +82,36 @@ def probability(text: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v:g}")
     return v
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    v = _number(int, text, "an integer")
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 0..65535, got {v}")
+    return v
+
+
+def device(text: str) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``); kept as the text given."""
+    import torch  # only when --device is given: parsing alone stays light
+
+    try:
+        d = torch.device(text.strip())
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (use cpu, cuda, cuda:N or mps)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use cpu)")
+        n = torch.cuda.device_count()
+        if d.index is not None and d.index >= n:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    elif d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine (use cpu)")
+    elif d.type != "cpu":
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r} (use cpu, cuda, cuda:N or mps)")
+    return text.strip()
 
 
 # ----------------------------------------------------------------------------- deprecated spellings
@@ -163,10 +195,15 @@ def feature_spec(args: argparse.Namespace, **changes):
     return FeatureSpec(**(values | changes))
 
 
-def add_run_args(p: argparse.ArgumentParser, device: bool = True) -> None:
+def add_device_arg(p, default: str = "cuda if available, else cpu") -> None:
+    """``--device``: checked to exist on this machine (``None`` = the command's default)."""
+    p.add_argument("--device", type=device, default=None, metavar="DEVICE",
+                   help=f"torch device: cpu, cuda, cuda:N or mps (default: {default})")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--quiet``."""
-    if device:
-        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, positive_int
+from equinv.commands.options import add_feature_args, add_run_args, deprecated, feature_spec, nonneg_int, positive_int
+from equinv.outputs import check_dir
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit and draw the parts; print what was written."""
     from equinv.evaluate.parts import PartsConfig, run_parts
 
+    check_dir(args.out)
     cfg = PartsConfig(data=args.data, features=feature_spec(args), method=args.method, dim=args.dim,
                       uncentered=args.uncentered, whole_norm=args.whole_norm, image_size=args.image_size,
                       max_images=args.max_images, max_pixels=args.max_pixels, n_figure=args.n_figure,
@@ -56,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--n-figure", type=positive_int, default=8, help="images in the figure (default 8)")
     p.add_argument("--cell", type=positive_int, default=96, help="figure cell side (default 96)")
     p.add_argument("--cols", type=positive_int, default=4, help="image/part pairs per row (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling and of a random trunk (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling and of a random trunk (default 0)")
     p.add_argument("--out", default="runs/parts", help="output folder (default runs/parts)")
     add_run_args(p)
     p.set_defaults(fn=run)

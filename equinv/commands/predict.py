@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.commands.options import positive_int
+from equinv.commands.options import add_device_arg, nonneg_int, positive_int
+from equinv.outputs import check_dir, check_file
 
 
 def run(args: argparse.Namespace) -> int:
@@ -12,6 +13,9 @@ def run(args: argparse.Namespace) -> int:
     from equinv.landmarks.model import load_model
     from equinv.landmarks.predict import PredictConfig, run_predict
 
+    check_file(args.out, force=args.force, suffixes=(".json", ".csv"))  # before the model is read
+    if args.overlay:
+        check_dir(args.overlay, "--overlay")
     model = load_model(args.model, device=args.device or "cpu")
     f = model.meta["framing"]
     cfg = PredictConfig(inputs=list(args.inputs), out=args.out, boxes=args.boxes, overlay=args.overlay,
@@ -49,12 +53,12 @@ def register(sub) -> None:
                    help="object boxes: CSV rows path,x0,y0,x1,y1 (pixels; paths relative to the CSV's folder)")
     p.add_argument("--overlay", default=None, metavar="DIR", help="also draw the points on each image into DIR")
     p.add_argument("--batch", type=positive_int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes (default 0)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="image-decoding worker processes (default 0)")
     p.add_argument("--skip-bad", action="store_true",
                    help="list unreadable images under 'errors' in the output and go on (default: stop)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-confidence", action="store_true",
                    help="skip the confidences and the second (mirrored) network pass they cost: about twice as fast")
-    p.add_argument("--device", default=None, help="torch device (default cpu)")
+    add_device_arg(p, "cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)

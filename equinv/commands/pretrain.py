@@ -5,8 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinv.commands.options import ARCH_NAMES, DVE_ARCHS, SPEC_HELP
+from equinv.commands.options import (
+    ARCH_NAMES,
+    DVE_ARCHS,
+    SPEC_HELP,
+    add_device_arg,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from equinv.errors import InputError
+from equinv.outputs import check_dir
 
 
 def _is_dve_run(run: Path) -> bool:
@@ -39,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if getattr(args, f) is not None
     }
+    check_dir(args.resume or args.out, "--resume" if args.resume else "--out")
     if args.resume:  # only the options given on the command line: the library applies or refuses them
         given = {**values, **({"data": list(args.data)} if args.data else {}), **({"flip": True} if args.flip else {})}
         pretrain(PretrainConfig.resume(args.resume, given), resume=True, progress=not args.quiet)
@@ -72,34 +84,34 @@ def register(sub) -> None:
                    help="start from trunk weights: a torchvision state dict (e.g. ImageNet .pth), "
                    "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
-    p.add_argument("--dim", type=int, default=None, help="embedding dimension (default 128)")
-    p.add_argument("--queue", type=int, default=None, help="MoCo queue size K (default 4096)")
-    p.add_argument("--momentum", type=float, default=None, help="key encoder momentum (default 0.999)")
-    p.add_argument("--temperature", type=float, default=None, help="InfoNCE temperature (default 0.07)")
-    p.add_argument("--batch-size", type=int, default=None, help="total batch over all processes (default 256)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.03 x batch/256)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 800; the cosine horizon)")
-    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")
+    p.add_argument("--queue", type=positive_int, default=None, help="MoCo queue size K (default 4096)")
+    p.add_argument("--momentum", type=probability, default=None, help="key encoder momentum (default 0.999)")
+    p.add_argument("--temperature", type=positive_float, default=None, help="InfoNCE temperature (default 0.07)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="total batch over all processes (default 256)")
+    p.add_argument("--lr", type=nonneg_float, default=None, help="learning rate (default 0.03 x batch/256)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 800; the cosine horizon)")
+    p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--max-minutes", type=nonneg_float, default=None,
                    help="wall-clock budget of this invocation: checkpoint and stop when spent (continue with "
                    "--resume); the weights so far are written to backbone.safetensors")
     p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,
                    help="augmentation recipe (default auto: bird for cub/folder data, else face)")
     p.add_argument("--tps", choices=["paper", "eval", "dve"], default=None, help="add a TPS warp (off by default)")
     p.add_argument("--flip", action="store_true", help="add horizontal flips (off in the reference)")
-    p.add_argument("--grayscale", type=float, default=None, help="grayscale probability (default 0)")
-    p.add_argument("--size", type=int, default=None, help="final view size (default 96)")
-    p.add_argument("--bn-groups", type=int, default=None,
+    p.add_argument("--grayscale", type=probability, default=None, help="grayscale probability (default 0)")
+    p.add_argument("--size", type=positive_int, default=None, help="final view size (default 96)")
+    p.add_argument("--bn-groups", type=positive_int, default=None,
                    help="shuffle-BN groups of the key batch over all processes (default 4, as 4 GPUs)")
     p.add_argument("--query-bn", choices=["groups", "batch"], default=None,
                    help="BatchNorm of the query batch: in the --bn-groups groups (default; the reference's per-GPU "
                    "BN) or over the whole batch (equinv <= 0.1; docs/parity.md)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
-    p.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default 200)")
-    p.add_argument("--save-every", type=int, default=None, help="epochs between kept checkpoints (default 50)")
-    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    p.add_argument("--workers", type=nonneg_int, default=None, help="DataLoader worker processes (default 0)")
+    add_device_arg(p, "cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--ckpt-every", type=positive_int, default=None, help="steps between checkpoints (default 200)")
+    p.add_argument("--save-every", type=nonneg_int, default=None, help="epochs between kept checkpoints (default 50)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between log lines (default 10)")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip bad inputs instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)

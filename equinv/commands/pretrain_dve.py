@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from equinv.commands.options import DVE_ARCHS
+from equinv.commands.options import (
+    DVE_ARCHS,
+    add_device_arg,
+    nonneg_float,
+    nonneg_int,
+    positive_int,
+)
 from equinv.errors import InputError
+from equinv.outputs import check_dir
 
 #: CLI attribute → DVEConfig field (same names).
 FIELDS = ("arch", "dim", "size", "input_size", "batch_size", "lr", "bias_lr", "epochs", "max_images",
@@ -33,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Train (or --resume) a DVE descriptor network."""
     from equinv.train.dve import DVEConfig, train_dve
 
+    check_dir(args.resume or args.out, "--resume" if args.resume else "--out")
     if args.resume:  # the library applies the options that may change and refuses the others
         train_dve(DVEConfig.resume(args.resume, given_options(args)), resume=True, progress=not args.quiet)
         return 0
@@ -45,24 +53,26 @@ def run(args: argparse.Namespace) -> int:
 def add_dve_arguments(p: argparse.ArgumentParser) -> None:
     """The DVE options (all default to ``None`` = the arch's reference value)."""
     p.add_argument("--arch", choices=DVE_ARCHS, default=None, help="default hourglass")
-    p.add_argument("--dim", type=int, default=None, help="descriptor dimension (default 64)")
-    p.add_argument("--size", type=int, default=None, help="view side after the 20-px slice (default 96)")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--dim", type=positive_int, default=None, help="descriptor dimension (default 64)")
+    p.add_argument("--size", type=positive_int, default=None, help="view side after the 20-px slice (default 96)")
+    p.add_argument("--input-size", type=positive_int, default=None,
                    help="network input side; views are resized to it (default 96 hourglass, 70 smallnet)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 16 hourglass, 32 smallnet)")
-    p.add_argument("--lr", type=float, default=None, help="Adam (amsgrad) learning rate (default 1e-3)")
-    p.add_argument("--bias-lr", type=float, default=None, help="bias learning rate (default 1e-5 smallnet, else lr)")
-    p.add_argument("--epochs", type=int, default=None, help="default 100")
-    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="pairs per step (default 16 hourglass, 32 smallnet)")
+    p.add_argument("--lr", type=nonneg_float, default=None, help="Adam (amsgrad) learning rate (default 1e-3)")
+    p.add_argument("--bias-lr", type=nonneg_float, default=None,
+                   help="bias learning rate (default 1e-5 smallnet, else lr)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default 100")
+    p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--max-minutes", type=nonneg_float, default=None,
                    help="wall-clock budget; checkpoint and stop when spent (continue with --resume)")
-    p.add_argument("--loss-chunk", type=int, default=None, help="images per vectorised loss chunk (memory)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--workers", type=int, default=None, help="unused (data is read in the main process)")
-    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
-    p.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints (default 200)")
-    p.add_argument("--save-every", type=int, default=None, help="epochs between kept checkpoints (default 50)")
-    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--loss-chunk", type=positive_int, default=None, help="images per vectorised loss chunk (memory)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    p.add_argument("--workers", type=nonneg_int, default=None, help="unused (data is read in the main process)")
+    add_device_arg(p)
+    p.add_argument("--ckpt-every", type=positive_int, default=None, help="steps between checkpoints (default 200)")
+    p.add_argument("--save-every", type=nonneg_int, default=None, help="epochs between kept checkpoints (default 50)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between log lines (default 10)")
 
 
 def register(sub) -> None:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinv.commands.options import ARCH_NAMES, deprecated, positive_int
+from equinv.commands.options import (
+    ARCH_NAMES,
+    TPS_PRESETS,
+    add_device_arg,
+    deprecated,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+from equinv.outputs import check_dir
 
 _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
            "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs", "batch_size",
@@ -16,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Train (or --resume) an equivariant projector."""
     from equinv.train.projector import ProjectConfig, train_projector
 
+    check_dir(args.resume or args.out, "--resume" if args.resume else "--out")
     # only the options given on the command line (a resume applies or refuses them in the library)
     values = {f: getattr(args, f) for f in _FIELDS if getattr(args, f) is not None}
     values.update({"augment": args.augment} if args.augment is not None else {})
@@ -53,34 +64,38 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="training images; default celeba:../shared/data/celeba?split=not_mafl")
     p.add_argument("--val", default=None,
                    help="labelled validation set for matching (never a test split); default CelebA mafl_train")
-    p.add_argument("--val-pairs", type=int, default=None, help="matching pairs per validation (default 500)")
-    p.add_argument("--val-seed", type=int, default=None, help="seed of the validation subset and warps (default 1)")
+    p.add_argument("--val-pairs", type=positive_int, default=None, help="matching pairs per validation (default 500)")
+    p.add_argument("--val-seed", type=nonneg_int, default=None,
+                   help="seed of the validation subset and warps (default 1)")
     p.add_argument("--mode", choices=["reference", "paper"], default=None, help="reference (default) or paper")
-    p.add_argument("--dim", type=int, default=None, help="projected dimension d (default 64)")
-    p.add_argument("--softargmax-mul", type=float, default=None,
+    p.add_argument("--dim", type=positive_int, default=None, help="projected dimension d (default 64)")
+    p.add_argument("--softargmax-mul", type=positive_float, default=None,
                    help="softmax multiplier (default 6.5 for d=64, else 7)")
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--temperature", type=positive_float, default=None,
                    help="loss logit scale T (default 8 for d=64 reference, else 7)")
-    p.add_argument("--power", type=float, default=None, help="distance exponent (default 0.5 reference, 1 paper)")
+    p.add_argument("--power", type=positive_float, default=None,
+                   help="distance exponent (default 0.5 reference, 1 paper)")
     aug = p.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
                      help="MoCo face augmentations (default in reference mode)")
     aug.add_argument("--no-augment", dest="augment", action="store_false",
                      help="no augmentations (the paper's wording; default in paper mode; caches hypercolumns)")
-    p.add_argument("--tps", default=None, help="paper mode: TPS preset for x' = TPS(x) (default dve)")
-    p.add_argument("--train-size", type=int, default=None, help="training grid side (default 24)")
-    p.add_argument("--size", type=int, default=None, help="input side (default 96)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=None, help="default 5e-4")
-    p.add_argument("--epochs", type=int, default=None, help="default 10")
-    p.add_argument("--batch-size", type=int, default=None, help="default 32")
-    p.add_argument("--max-images", type=int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--device", default=None, help="torch device (default cuda if available)")
-    p.add_argument("--match-batch", type=int, default=None, help="pairs per matching forward pass (default 16)")
-    p.add_argument("--feature-cache-gb", type=float, default=None,
+    p.add_argument("--tps", choices=TPS_PRESETS, default=None,
+                   help="paper mode: TPS preset for x' = TPS(x) (default dve)")
+    p.add_argument("--train-size", type=positive_int, default=None, help="training grid side (default 24)")
+    p.add_argument("--size", type=positive_int, default=None, help="input side (default 96)")
+    p.add_argument("--lr", type=nonneg_float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=None, help="default 5e-4")
+    p.add_argument("--epochs", type=positive_int, default=None, help="default 10")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default 32")
+    p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    add_device_arg(p)
+    p.add_argument("--match-batch", type=positive_int, default=None,
+                   help="pairs per matching forward pass (default 16)")
+    p.add_argument("--feature-cache-gb", type=nonneg_float, default=None,
                    help="budget for cached hypercolumn maps without augmentation (default 4; 0 = off)")
-    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default 10)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between log lines (default 10)")
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
     p.add_argument("--out", default="runs/project", help="run directory (default runs/project)")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue RUN after its last finished epoch")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from equinv.outputs import check_dir
+
 #: Where the side-by-side page goes without --out.
 DEFAULT_OUT = "report_compare"
 
@@ -15,7 +17,9 @@ def run(args: argparse.Namespace) -> int:
     from equinv.report.page import write_run_page
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
-    if len(args.run_dirs) == 1 and args.out is None:
+    single = len(args.run_dirs) == 1 and args.out is None
+    check_dir(args.run_dirs[0] if single else args.out or DEFAULT_OUT, "RUN_DIR" if single else "--out")
+    if single:
         paths = write_run_page(args.run_dirs[0])
     else:
         paths = compare_runs(args.run_dirs, Path(args.out or DEFAULT_OUT), names)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from equinv.commands.options import add_feature_args, feature_spec, positive_int
+from equinv.commands.options import add_device_arg, add_feature_args, feature_spec, nonneg_int, port, positive_int
 from equinv.errors import InputError
+from equinv.outputs import check_dir, check_file
 
 
 def features_from_args(args: argparse.Namespace):
@@ -43,7 +44,7 @@ def run_view(args: argparse.Namespace) -> tuple[Path, dict]:
 
     if not args.reference and not args.predictions:
         raise InputError("give --reference SPEC#i (correspondence and parts) and/or --predictions FILE.json")
-    out = Path(args.out)
+    out = check_dir(args.out)
     meta, data, images = {}, {}, {}
     if args.reference:
         from equinv.view import correspondence
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     """Write the page (and a screenshot); serve it with --serve."""
     from equinv.view import serve
 
+    if args.screenshot:  # written last, after all the work: checked first
+        check_file(args.screenshot, "--screenshot", suffixes=(".png",))
     server = serve.bind(args.out, args.serve) if args.serve is not None else None  # refuse a busy port first
     try:
         index, meta = run_view(args)
@@ -117,7 +120,7 @@ def register(sub) -> None:
     )
     add_feature_args(p, grid="48 over the 96-px view", readout="output", several=True)
     p.add_argument("--dve", default=None, metavar="DVE_RUN", help="also export this DVE run's descriptors")
-    p.add_argument("--seed", type=int, default=0, help="seed of a random trunk (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of a random trunk (default 0)")
     p.add_argument("--reference", default=None, metavar="KIND:PATH#INDEX",
                    help="dataset of the reference image, '#N' picks image N (default 0)")
     p.add_argument("--targets", default=None, metavar="KIND:PATH",
@@ -127,11 +130,12 @@ def register(sub) -> None:
                    help="descriptors with more channels are reduced to this many by PCA (default 64)")
     p.add_argument("--predictions", default=None, metavar="FILE.json", help="an equinv predict output to browse")
     p.add_argument("--out", default="runs/view", help="output folder (default runs/view)")
-    p.add_argument("--serve", type=int, default=None, metavar="PORT",
+    p.add_argument("--serve", type=port, default=None, metavar="PORT",
                    help="then serve OUT on http://127.0.0.1:PORT (0: any free port) until Ctrl-C")
     p.add_argument("--screenshot", default=None, metavar="PNG",
                    help="then save a screenshot of the correspondence view (needs playwright and Chromium)")
-    p.add_argument("--screenshot-landmark", type=int, default=0, help="reference landmark clicked for it (default 0)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--screenshot-landmark", type=nonneg_int, default=0,
+                   help="reference landmark clicked for it (default 0)")
+    add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)

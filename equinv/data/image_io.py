@@ -10,6 +10,9 @@ from PIL import Image, UnidentifiedImageError
 
 from equinv.errors import InputError
 
+#: PIL's refusals of a header that declares more pixels than its limit (the error, and the warning below 2x).
+DECOMPRESSION_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -37,6 +40,10 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file to ``(H, W, 3)`` uint8 RGB.
 
@@ -52,9 +59,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 return _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"cannot decode image ({msg})", path) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, *DECOMPRESSION_BOMBS) as e:
+        raise InputError(f"cannot decode image ({_first_line(e)})", path) from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -67,8 +73,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if not path.is_file():
         raise InputError("image file not found", path)
     try:
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"not a readable image ({msg})", path) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # as load_rgb: refused here already
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, *DECOMPRESSION_BOMBS) as e:
+        raise InputError(f"not a readable image ({_first_line(e)})", path) from None

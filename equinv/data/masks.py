@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from equinv.data.dataset import LandmarkDataset
+from equinv.data.image_io import DECOMPRESSION_BOMBS
 from equinv.data.preprocess import resample
 from equinv.data.sample import LandmarkIndex, Record
 from equinv.data.spec import DatasetSpec, parse_spec
@@ -115,7 +116,7 @@ def read_mask(path: str | Path, size_wh: tuple[int, int] | None = None, image: s
         with Image.open(path) as im:
             im.load()
             fg = binarise(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, *DECOMPRESSION_BOMBS) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"cannot decode mask ({msg})", path) from None
     if size_wh is not None and (fg.shape[1], fg.shape[0]) != tuple(size_wh):

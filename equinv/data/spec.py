@@ -14,6 +14,7 @@ Every command that takes data accepts a spec; :func:`read_index` turns it into a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -54,6 +55,9 @@ def parse_spec(text: str) -> DatasetSpec:
         opts = tuple(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:
         raise InputError(f"dataset spec {text!r}: options must look like ?key=value&key=value") from None
+    repeated = sorted({k for i, (k, _) in enumerate(opts) if any(k == j for j, _ in opts[:i])})
+    if repeated:  # one value each: which one a repeated key meant is a guess
+        raise InputError(f"dataset spec {text!r}: option(s) {', '.join(repeated)} given more than once")
     return DatasetSpec(kind, Path(path).expanduser(), opts)
 
 
@@ -108,22 +112,30 @@ def select_records(records: list[Record], options: dict[str, str], where: str = 
     The holdout split is a seeded permutation of the rows as the reader lists them, so ``part=train`` and
     ``part=val`` of the same ``holdout`` / ``holdout_seed`` are disjoint and together give every row.
     """
-    def number(key: str, kind=int):
+    def number(key: str, lowest: int = 0) -> float:
+        """A finite number; a count (anything but a holdout fraction) must be a whole number ≥ ``lowest``."""
+        raw = options[key]
         try:
-            return kind(options[key])
+            v = float(raw)
         except ValueError:
-            raise InputError(f"dataset spec {where}: ?{key}= must be a number, got {options[key]!r}") from None
+            raise InputError(f"dataset spec {where}: ?{key}= must be a number, got {raw!r}") from None
+        if not math.isfinite(v):
+            raise InputError(f"dataset spec {where}: ?{key}= must be a finite number, got {raw!r}")
+        if not (key == "holdout" and 0 < v < 1) and (v != int(v) or v < lowest):
+            what = "a fraction in (0, 1) or a whole count" if key == "holdout" else f"a whole number, at least {lowest}"
+            raise InputError(f"dataset spec {where}: ?{key}= must be {what}, got {raw!r}")
+        return v
 
     if "part" in options and "holdout" not in options:
         raise InputError(f"dataset spec {where}: ?part= needs ?holdout=")
     if "holdout" in options:
-        h = number("holdout", float)
+        h = number("holdout", lowest=-(2**62))  # out-of-range counts get the message about both sides below
         n = len(records)
         count = int(round(h * n)) if 0 < h < 1 else int(h)
         if not 0 < count < n:
             raise InputError(f"dataset spec {where}: ?holdout={options['holdout']} must leave rows on both sides "
                              f"of the split ({n} rows)")
-        seed = number("holdout_seed") if "holdout_seed" in options else 0
+        seed = int(number("holdout_seed")) if "holdout_seed" in options else 0
         perm = np.random.default_rng(seed).permutation(n)
         part = options.get("part", "train")
         if part not in ("train", "val"):
@@ -133,10 +145,7 @@ def select_records(records: list[Record], options: dict[str, str], where: str = 
         keep = held if part == "val" else ~held
         records = [r for r, k in zip(records, keep, strict=True) if k]
     if "limit" in options:
-        lim = number("limit")
-        if lim < 1:
-            raise InputError(f"dataset spec {where}: ?limit= must be at least 1")
-        records = records[:lim]
+        records = records[: int(number("limit", lowest=1))]
     return records
 
 
@@ -149,8 +158,15 @@ def validate_records(records: list[Record], log: SkipLog, far: float = 0.5) -> l
     """
     kept = []
     for r in records:
+        file, _, line = r.where.rpartition(":")
+        file, line = (file, int(line)) if line.isdigit() else (r.where, None)
         try:
-            w, h = image_size(r.path)
+            try:
+                w, h = image_size(r.path)
+            except InputError as e:  # name the annotation that points at the image, not only the image
+                if file == str(r.path):
+                    raise
+                raise InputError(f"{e.path}: {e.message}", file, line) from None
             r.meta["size"] = (w, h)
             if r.visible.any():
                 p = r.landmarks[r.visible]
@@ -160,13 +176,8 @@ def validate_records(records: list[Record], log: SkipLog, far: float = 0.5) -> l
                 if bad.any():
                     i = int(np.flatnonzero(r.visible)[np.flatnonzero(bad)[0]])
                     x, y = r.landmarks[i]
-                    file, _, line = r.where.rpartition(":")
-                    raise InputError(
-                        f"landmark {i} ({r.names[i]}) at ({x:.1f}, {y:.1f}) is far outside the "
-                        f"{w}x{h} image {r.path}",
-                        file or r.where,
-                        int(line) if line.isdigit() else None,
-                    )
+                    raise InputError(f"landmark {i} ({r.names[i]}) at ({x:.1f}, {y:.1f}) is far outside the "
+                                     f"{w}x{h} image {r.path}", file, line)
         except InputError as e:
             log.bad(e)
             continue

@@ -489,9 +489,13 @@ def _key(n: int, seed: int, size: int, clutter: bool) -> str:
     return f"n{n}_seed{seed}_size{size}_clutter{int(clutter)}_v{VERSION}"
 
 
+#: The largest synthetic set (every image is generated into the decoded-image cache first).
+MAX_IMAGES = 1_000_000
+
+
 def _check_args(n: int, seed: int, size: int) -> None:
-    if n < 1:
-        raise InputError(f"synthetic: the number of images must be at least 1, got {n}")
+    if not 1 <= n <= MAX_IMAGES:  # every image is generated into the cache: a typo must not fill the disk
+        raise InputError(f"synthetic: the number of images must be 1..{MAX_IMAGES}, got {n}")
     if size < 32 or size > 1024:
         raise InputError(f"synthetic: size must be between 32 and 1024 px, got {size}")
     if seed < 0:

@@ -106,6 +106,17 @@ def load_labelled(spec: str, pre: Preprocess, log: SkipLog, progress: bool = Fal
     return ds, parsed.kind
 
 
+def same_landmarks(train: LandmarkDataset, train_spec: str, other: LandmarkDataset, flag: str, spec: str) -> None:
+    """Refuse a ``flag`` set whose landmark list is not the training set's (a regressor predicts the latter)."""
+    a, b = tuple(train.names), tuple(other.names)
+    if a != b:
+        def few(names):
+            return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+        raise InputError(f"{flag} {spec} has {len(b)} landmarks ({few(b)}), the training set {train_spec} "
+                         f"{len(a)} ({few(a)}): use sets of the same landmarks")
+
+
 class RegressionTask:
     """Landmark regression as a task of :func:`~equinv.evaluate.protocol.run_protocol`."""
 
@@ -126,10 +137,22 @@ class RegressionTask:
         self.saved: dict[str, np.ndarray] = {}
 
     # -- data ------------------------------------------------------------------------------------------------
+    def datasets(self) -> None:
+        """Read every set's annotations and images; refuse sets whose landmarks are not the training set's.
+
+        Before any feature is computed: a regressor predicts the training set's landmarks, so a test set of
+        another landmark list (68 points against 5) could only fail after the training.
+        """
+        cfg = self.cfg
+        specs = [cfg.train, *([cfg.val] if cfg.val else []), *self.tests]
+        self.labelled = {s: load_labelled(s, self.pre, self.skips, self.progress) for s in dict.fromkeys(specs)}
+        for flag, spec in [("--val", cfg.val)] * bool(cfg.val) + [("--test", t) for t in self.tests]:
+            same_landmarks(self.labelled[cfg.train][0], cfg.train, self.labelled[spec][0], flag, spec)
+
     def load(self, spec: str) -> tuple[LandmarkDataset, str, FeatureSet]:
         """Dataset, input statistics and features (labels only when fine-tuning) of ``spec``, once."""
         if spec not in self.loaded:
-            ds, kind = load_labelled(spec, self.pre, self.skips, self.progress)
+            ds, kind = self.labelled[spec]
             stats = self.spec.stats or self.source.stats or stats_for_kind(kind)
             if self.cfg.finetune:  # labels only: the features change with the trunk
                 fs = label_set(ds, spec)
@@ -143,6 +166,7 @@ class RegressionTask:
     def prepare(self) -> None:
         """Load every set; fix the input scaling and heat-map init from the training features (no labels)."""
         cfg = self.cfg
+        self.datasets()
         self.train_ds, self.train_stats, self.train_fs = self.load(cfg.train)
         self.val = self.load(cfg.val) if cfg.val else None
         self.test_sets = [self.load(t) for t in self.tests]

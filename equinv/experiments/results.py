@@ -16,6 +16,7 @@ from equinv.experiments.claims import FAILS, HOLDS, MISSING, all_claims
 from equinv.experiments.collect import collect
 from equinv.experiments.config import CONFIG_DIR
 from equinv.experiments.plan import Step
+from equinv.outputs import write_text
 
 FINDINGS = CONFIG_DIR.parent / "findings.md"
 
@@ -113,5 +114,5 @@ def write_results(cfg: dict, steps: list[Step], path: str | Path, findings: str 
     if findings and Path(findings).is_file():
         lines += ["## Findings", "", Path(findings).read_text().rstrip(), ""]
     lines += commands(steps, marks)
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

@@ -19,7 +19,7 @@ from equinv.errors import InputError, SkipLog
 from equinv.evaluate import regressor_fit as rf
 from equinv.evaluate.metrics import evaluate_predictions
 from equinv.evaluate.protocol import cached_features, pick_device
-from equinv.evaluate.regression import load_labelled
+from equinv.evaluate.regression import load_labelled, same_landmarks
 from equinv.features.sources import build_source, native_side, source_config
 from equinv.features.spec import FeatureSpec
 from equinv.features.stats import stats_for_kind
@@ -95,11 +95,13 @@ def fit_model(cfg: FitConfig, *, trunk=None, log=None, progress: bool = False) -
     pre, skips = Preprocess(size=cfg.image_size), SkipLog()
     train = cfg.train if cfg.limit is None else f"{cfg.train}{'&' if '?' in cfg.train else '?'}limit={cfg.limit}"
     ds, kind = load_labelled(train, pre, skips, progress)
+    if cfg.val:  # checked before any feature is computed
+        vds, vkind = load_labelled(cfg.val, pre, skips, progress)
+        same_landmarks(ds, train, vds, "--val", cfg.val)
     stats = spec.stats or source.stats or stats_for_kind(kind)
     fs = cached_features(ds, train, source, stats, device, cache_dir=cfg.cache_dir, eyes=ds.eyes, progress=progress)
     vfs = None
     if cfg.val:
-        vds, vkind = load_labelled(cfg.val, pre, skips, progress)
         vfs = cached_features(vds, cfg.val, source, spec.stats or source.stats or stats_for_kind(vkind), device,
                               cache_dir=cfg.cache_dir, eyes=vds.eyes, progress=progress)
     scale_mode, in_scale, init_std = rf.input_scaling(cfg.input_scale, cfg.heatmap_init_std, spec.source,

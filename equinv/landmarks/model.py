@@ -129,18 +129,15 @@ class LandmarkModel:
     # -- saving and loading ----------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` and ``model.json`` into ``directory`` (atomically, file by file)."""
-        from safetensors.torch import save_file
-
         from equinv.records import write_json
+        from equinv.safefile import write_safetensors
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {f"source.{k}": v.detach().cpu().contiguous() for k, v in self.source.state_dict().items()}
         tensors.update({f"regressor.{k}": v.detach().cpu().contiguous()
                         for k, v in self.regressor.state_dict().items()})
-        tmp = d / f".{WEIGHTS}.tmp"
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-        tmp.replace(d / WEIGHTS)
+        write_safetensors(d / WEIGHTS, tensors, {"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         write_json(d / META, self.meta)
         return d
 

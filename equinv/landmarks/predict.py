@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from equinv.errors import InputError
 from equinv.landmarks.inputs import Frame, Item, ViewStream, collate, collect, read_boxes
 from equinv.landmarks.model import LandmarkModel
+from equinv.outputs import check_dir, check_file
 
 FRAME = "pixels of each input image: x right, y down, 0-based, pixel centres at integers"
 
@@ -103,16 +104,9 @@ class _Writer:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.suffix.lower() not in (".json", ".csv"):
-        raise InputError(f"--out must end in .json or .csv, got {out.name!r}")
-    if out.is_dir():
-        raise InputError("--out is a directory; give a .json or .csv file", out)
-    if out.exists() and not force:
-        raise InputError("already exists (use --force to replace it)", out)
+    check_file(out, "--out", force=force, suffixes=(".json", ".csv"))
     if not out.parent.exists():
         raise InputError("the folder of --out does not exist", out.parent)
-    if not os.access(out.parent, os.W_OK):
-        raise InputError("cannot write into the folder of --out", out.parent)
 
 
 def _entry(item: Item, points: np.ndarray, conf: np.ndarray | None) -> dict:
@@ -161,6 +155,8 @@ def run_predict(model: LandmarkModel, model_dir: str, cfg: PredictConfig) -> dic
     """Predict every input; write ``cfg.out`` (and overlays); returns counts."""
     out = Path(cfg.out)
     _check_out(out, cfg.force)
+    if cfg.overlay:
+        check_dir(cfg.overlay, "--overlay")
     items = collect(cfg.inputs, read_boxes(cfg.boxes) if cfg.boxes else None)
     overlay = Path(cfg.overlay) if cfg.overlay else None
     if overlay is not None:

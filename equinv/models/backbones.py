@@ -188,6 +188,32 @@ class LoadReport:
         return "; ".join(parts)
 
 
+#: How files written by ``torch.save`` begin: a zip archive (torch >= 1.6) or a pickle (older, and tar legacy).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, with a message saying what it is, a file that is not a ``torch.save`` file at all (e.g. text)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        raise InputError(f"cannot read weights ({e.strerror or e})", path) from None
+    if head.startswith(_TORCH_MAGIC) or (len(head) > 262 and head[257:262] == b"ustar"):
+        return
+    what = "an empty file" if not head else ("text" if b"\0" not in head and _is_text(head) else "an unknown format")
+    raise InputError(f"not a weights file: expected .safetensors or a torch.save checkpoint (.pt/.pth), found {what}",
+                     path)
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4  # a multi-byte character cut by the 512-byte read
+    return True
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read tensors from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``, no pickle code).
 
@@ -197,6 +223,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise InputError("weights file not found", path)
+    if path.suffix != ".safetensors":
+        _check_torch_file(path)
     try:
         if path.suffix == ".safetensors":
             obj: object = load_file(str(path), device="cpu")

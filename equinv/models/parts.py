@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from equinv.errors import InputError
+from equinv.outputs import write_text
+from equinv.safefile import write_safetensors
 
 METHODS = ("nmf", "pca")
 #: The tensors of a parts model, as saved.
@@ -88,8 +90,8 @@ class PartsModel:
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).detach().float().cpu().contiguous() for k in ("components", "mean", "lo", "hi")}
         info = self.settings()
-        save_file(tensors, str(p), metadata={"equinv_parts": json.dumps(info)})
-        p.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+        write_safetensors(p, tensors, metadata={"equinv_parts": json.dumps(info)})
+        write_text(p.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
         return p
 
     @classmethod

@@ -21,6 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter, NullLocator
 
+from equinv.outputs import atomic_path
+
 #: Colours of the two point sets (colour-blind safe pair: blue truth, orange prediction).
 TRUE_COLOUR = "#1f77b4"
 PRED_COLOUR = "#ff7f0e"
@@ -38,10 +40,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
 
 
 def _grid(n: int, cols: int, cell_in: float = 1.9, extra_h: float = 0.6) -> tuple[Figure, list, int, int]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from equinv import coords as C
 from equinv.errors import InputError
+from equinv.outputs import write_text
 from equinv.records import N_SHOW
 
 #: Record files an evaluation directory may hold, by kind.
@@ -223,8 +224,8 @@ class Page:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         md, ht = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
-        md.write_text(self.markdown(), encoding="utf-8")
-        ht.write_text(self.html(), encoding="utf-8")
+        write_text(md, self.markdown())
+        write_text(ht, self.html())
         return [md, ht]
 
 

@@ -17,6 +17,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shown(value: Any) -> str:
+    """A run's setting as a resume refusal names it (``None`` is the option's derived default)."""
+    return "default" if value is None else str(value)
+
+
 class JsonConfig:
     """Mixin for a dataclass config: atomic ``save`` to JSON, tolerant ``load``, and :meth:`resume`.
 
@@ -65,7 +70,7 @@ class JsonConfig:
         changed = {k: (getattr(cfg, k), v) for k, v in overrides.items() if getattr(cfg, k) != v}
         fixed = [k for k in changed if k not in cls.resumable and k not in cls.per_invocation]
         if fixed:
-            was = ", ".join(f"{flag(k)} {changed[k][1]} (run: {changed[k][0]})" for k in fixed)
+            was = ", ".join(f"{flag(k)} {changed[k][1]} (run: {_shown(changed[k][0])})" for k in fixed)
             raise InputError(f"cannot change {was} when resuming; start a new run with another --out", run)
         for k in cls.per_invocation:
             setattr(cfg, k, getattr(defaults, k))

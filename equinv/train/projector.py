@@ -36,11 +36,13 @@ import torch
 
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.recipes import face_moco, make_view
+from equinv.augment.tps import PRESETS as TPS_PRESETS
 from equinv.augment.tps import sample_tps, warp_images
 from equinv.data.dataset import LandmarkDataset
 from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
-from equinv.data.spec import read_index
+from equinv.data.sample import LandmarkIndex
+from equinv.data.spec import parse_spec, read_index
 from equinv.errors import InputError, SkipLog
 from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
@@ -134,10 +136,22 @@ class ProjectConfig(JsonConfig):
                       nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
         if self.mode not in ("reference", "paper"):
             raise InputError(f"--mode must be reference or paper, got {self.mode!r}")
-        if "test" in self.val.lower():
+        if _looks_like_test(self.val):
             raise InputError(f"--val {self.val!r} looks like a test split; model selection must not see test data")
+        if self.tps not in TPS_PRESETS:
+            raise InputError(f"--tps must be one of {', '.join(TPS_PRESETS)}, got {self.tps!r}")
         if self.size % self.train_size:
             raise InputError(f"--train-size {self.train_size} must divide --size {self.size}")
+
+
+def _looks_like_test(spec: str) -> bool:
+    """A spec whose options (``split=mafl_test``, ``list=testImageList.txt``) or last path part name a test set.
+
+    The folders above the data are not looked at: ``/tmp/pytest-1/faces`` is no test split.
+    """
+    parsed = parse_spec(spec)
+    words = [parsed.path.name, *(f"{k}={v}" for k, v in parsed.options)]
+    return any("test" in w.lower() for w in words)
 
 
 class FeatureCache:
@@ -173,8 +187,8 @@ class FeatureCache:
         return maps
 
 
-def _load_set(spec: str, pre: Preprocess, log: SkipLog, progress: bool) -> LandmarkDataset:
-    ds = LandmarkDataset(read_index(spec, log), pre)
+def _load_set(spec: str | LandmarkIndex, pre: Preprocess, log: SkipLog, progress: bool) -> LandmarkDataset:
+    ds = LandmarkDataset(spec if isinstance(spec, LandmarkIndex) else read_index(spec, log), pre)
     ds.prepare(log, progress=progress)
     return ds
 
@@ -209,9 +223,13 @@ class ProjectMethod(Method):
         self.cfg, self.device, self.progress = cfg, device, progress
         log = SkipLog(skip_bad=cfg.skip_bad)
         pre = Preprocess(size=cfg.size)
+        val_index = read_index(cfg.val, log)  # before the training images are decoded: validation needs labels
+        if not val_index.names:
+            raise InputError(f"--val {cfg.val} has no landmark annotations; validation by matching needs labelled "
+                             "images (e.g. celeba:...?split=mafl_train)")
         train_ds = _load_set(cfg.data, pre, log, progress)
         self.images = ImageSet([train_ds], max_images=cfg.max_images, seed=cfg.seed)
-        self.val_ds = _load_set(cfg.val, pre, log, progress)
+        self.val_ds = _load_set(val_index, pre, log, progress)
         self.val_idx = _val_indices(len(self.val_ds), cfg.val_pairs, cfg.val_seed)
         if len(self.images) < 1 or len(self.val_idx) < 2:
             raise InputError("need at least one training image and two validation images")

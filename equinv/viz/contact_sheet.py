@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from equinv.outputs import save_image
+
 #: Qualitative palette (Tableau 10, then lighter/darker variants); index k -> RGB.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180),
@@ -249,9 +251,7 @@ def contact_sheet(
         _draw_cell(sheet, draw, s, i, corner, cell, r, labels, font)
     _draw_legend(draw, legend_lines, names, PAD + title_h + grid_h, r, font)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
+    return save_image(sheet, path)
 
 
 def _to_numpy(x) -> np.ndarray:

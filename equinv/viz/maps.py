@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from equinv import coords as C
+from equinv.outputs import save_image
 from equinv.viz.contact_sheet import BG, FG, LABEL_H, PAD, _font, batch_to_uint8, landmark_colour
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -79,10 +80,7 @@ def _dot(draw, x: float, y: float, rad: float, colour, ring: bool = False) -> No
 
 
 def _save(im: Image.Image, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    im.save(p)
-    return p
+    return save_image(im, path)
 
 
 # -- PCA -------------------------------------------------------------------------------------------------

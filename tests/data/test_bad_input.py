@@ -536,6 +536,16 @@ def test_coco_malformed_json(tmp_path):
         (lambda a: a[1].update(image_id=99), ["annotation id 11: unknown image id 99"]),
         (lambda a: a[1].update(bbox=[1, 2]), ["annotation id 11: bbox must be 4 numbers"]),
         (lambda a: a[1].update(id=10), ["duplicate annotation id 10"]),
+        (lambda a: a[1].update(id=[1]), ["annotation #1: annotation id [1] is not a number"]),
+        (lambda a: a[1].pop("category_id"), ["annotation id 11: no category_id"]),
+        (lambda a: a[1].update(category_id=7), ["annotation id 11: unknown category_id 7"]),
+        (lambda a: a[1].update(category_id=[1]), ["annotation id 11: unknown category_id [1]"]),
+        (lambda a: a[1].pop("keypoints"), ["annotation id 11: no keypoints"]),
+        (lambda a: a[1].update(bbox=[1, 2, -3, 4]), ["annotation id 11: bbox width and height must be >= 0"]),
+        (lambda a: a[1].update(num_keypoints=999), ["annotation id 11: num_keypoints 999 but 1 keypoints"]),
+        (lambda a: a[1].update(num_keypoints=1.5), ["annotation id 11: num_keypoints 1.5"]),
+        (lambda a: a[1].update(keypoints=[7, 8, 7] + [0, 0, 0] * 2), ["keypoint 0 has visibility 7"]),
+        (lambda a: a[1].update(image_id=[2]), ["annotation id 11: unknown image id [2]"]),
     ],
 )
 def test_coco_bad_annotation(tmp_path, edit, parts):

@@ -101,6 +101,11 @@ def _json_file(path: Path, options: dict) -> Path:
     return found[0]
 
 
+def _is_id(v) -> bool:
+    """A usable COCO id: an integer or a string (JSON lists and objects cannot key a table)."""
+    return isinstance(v, int | str) and not isinstance(v, bool)
+
+
 def _finite(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -128,8 +133,8 @@ def _categories(data: dict, jf: Path, want: str | None) -> tuple[dict, tuple[str
     """
     cats = {}
     for c in data["categories"]:
-        if not isinstance(c, dict) or "id" not in c:
-            raise InputError(f"category without an id: {str(c)[:60]}", jf)
+        if not isinstance(c, dict) or not _is_id(c.get("id")):
+            raise InputError(f"category without an id (a number or a string): {str(c)[:60]}", jf)
         kps = c.get("keypoints")
         if kps:
             if not isinstance(kps, list) or not all(isinstance(k, str) for k in kps):
@@ -159,7 +164,7 @@ def _images(data: dict, jf: Path, log: SkipLog) -> dict:
     """``{image id: image entry}``; entries without an id or file name, or with a repeated id, go to ``log``."""
     images = {}
     for im in data["images"]:
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
             log.bad(InputError(f"image entry without id or file_name: {str(im)[:60]}", jf))
             continue
         if im["id"] in images:
@@ -193,7 +198,24 @@ def _box(bb, aid, jf: Path) -> Box | None:
     if not (isinstance(bb, list) and len(bb) == 4 and all(_finite(v) for v in bb)):
         raise InputError(f"annotation id {aid}: bbox must be 4 numbers [x, y, w, h], got {bb!r}", jf)
     x, y, w, h = (float(v) for v in bb)
+    if w < 0 or h < 0:
+        raise InputError(f"annotation id {aid}: bbox width and height must be >= 0, got {bb!r}", jf)
     return (x, y, x + w, y + h) if w > 0 and h > 0 else None
+
+
+def _visibility(arr: np.ndarray, ann: dict, aid, jf: Path) -> np.ndarray:
+    """Which keypoints are labelled (``v > 0``); ``v`` must be 0, 1 or 2 and agree with ``num_keypoints``."""
+    v = arr[:, 2]
+    bad = np.flatnonzero(~np.isin(v, (0, 1, 2)))
+    if bad.size:
+        raise InputError(f"annotation id {aid}: keypoint {bad[0]} has visibility {v[bad[0]]:g} (must be 0, 1 or 2)",
+                         jf)
+    vis = v > 0
+    nk = ann.get("num_keypoints")
+    if nk is not None and (not isinstance(nk, int) or isinstance(nk, bool) or nk != int(vis.sum())):
+        raise InputError(f"annotation id {aid}: num_keypoints {nk!r} but {int(vis.sum())} keypoints are labelled",
+                         jf)
+    return vis
 
 
 @dataclass
@@ -205,6 +227,7 @@ class _Annotations:
     cats: dict
     names: tuple[str, ...]
     images: dict
+    all_cats: set = field(default_factory=set)  # every category id of the file, with keypoints or not
     seen: set = field(default_factory=set)
 
     def record(self, n: int, ann) -> Record | None:
@@ -213,20 +236,25 @@ class _Annotations:
         aid = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
         if not isinstance(ann, dict):
             raise InputError(f"annotation {aid} is not an object", jf)
-        if ann.get("category_id") not in self.cats:
+        if not _is_id(aid):
+            raise InputError(f"annotation #{n}: annotation id {aid!r} is not a number or a string", jf)
+        cid = ann.get("category_id")
+        if cid is None:
+            raise InputError(f"annotation id {aid}: no category_id", jf)
+        if not _is_id(cid) or cid not in self.all_cats:
+            raise InputError(f"annotation id {aid}: unknown category_id {cid!r}", jf)
+        if cid not in self.cats:
             return None  # another (or a keypoint-less) category
         if aid in self.seen:
             raise InputError(f"duplicate annotation id {aid}", jf)
         self.seen.add(aid)
-        kp = ann.get("keypoints")
-        if kp is None:
-            return None
-        arr = _keypoints(kp, aid, len(self.names), jf)
-        vis = arr[:, 2] > 0
-        nk = ann.get("num_keypoints", 0)
-        if not vis.any() and not (_finite(nk) and nk > 0):
-            return None
-        if ann.get("image_id") not in self.images:
+        if "keypoints" not in ann:
+            raise InputError(f"annotation id {aid}: no keypoints (its category has keypoint names)", jf)
+        arr = _keypoints(ann["keypoints"], aid, len(self.names), jf)
+        vis = _visibility(arr, ann, aid, jf)
+        if not vis.any():
+            return None  # nothing labelled (COCO's num_keypoints 0): not a landmark sample
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in self.images:
             raise InputError(f"annotation id {aid}: unknown image id {ann.get('image_id')!r}", jf)
         box = _box(ann.get("bbox"), aid, jf)
         im = self.images[ann["image_id"]]
@@ -245,7 +273,8 @@ def read_coco(path: Path, options: dict, log: SkipLog) -> LandmarkIndex:
     want = options.pop("category", None)
     data = _load_json(jf)
     cats, names = _categories(data, jf, want)
-    anns = _Annotations(jf, img_dir, cats, names, _images(data, jf, log))
+    all_cats = {c["id"] for c in data["categories"]}  # _categories checked that each has an id
+    anns = _Annotations(jf, img_dir, cats, names, _images(data, jf, log), all_cats)
     records = []
     for n, ann in enumerate(data["annotations"]):
         try:
