@@ -28,6 +28,8 @@ class EpochLoop:
         validate: the epoch's validation score, or ``None`` without a validation set.
         val_key: the log key of the score; ``higher``: whether higher scores are better.
         snapshot / restore: copy the state worth keeping / put a copy back.
+        validate_start: also score the state before training (epoch 0, a candidate like any epoch): a head that
+            starts from a meaningful guess (the mean training shape) is never replaced by a worse one.
         log: called with each epoch's log entry.
     """
 
@@ -41,6 +43,7 @@ class EpochLoop:
     validate: Callable[[], float] | None = None
     val_key: str = "val"
     higher: bool = False
+    validate_start: bool = False
     log: Callable[[dict], None] | None = None
     history: list[dict] = field(default_factory=list)
 
@@ -52,6 +55,9 @@ class EpochLoop:
     def run(self) -> dict:
         """Run every epoch; restores the best validated state; returns ``selected_epoch``, ``history``."""
         best, best_state, best_epoch = -math.inf if self.higher else math.inf, None, 0
+        if self.validate is not None and self.validate_start:
+            best, best_state = self.validate(), copy.deepcopy(self.snapshot())
+            self.history.append({"epoch": 0, self.val_key: best})
         for epoch in range(1, self.epochs + 1):
             if self.step_first:
                 self._step()

@@ -113,12 +113,15 @@ def pick_device(name: str | None) -> torch.device:
 
 
 def cached_features(ds, spec: str, source, stats: str, device, *, cache_dir=None, batch: int = 64, eyes=None,
-                    progress: bool = False) -> FeatureSet:
+                    progress: bool = False, tps_copies: int = 0, seed: int = 0) -> FeatureSet:
     """The frozen ``source``'s features of ``ds`` (memmaps under ``cache_dir`` keyed by spec, source and
-    preprocessing when given)."""
-    key = feature_key(spec, source.spec.identity(), source.taps, ds.pre) if cache_dir else None
+    preprocessing when given); with ``tps_copies``, of that many TPS-warped copies of every image, drawn from
+    ``seed`` (image-major rows, :func:`~equinv.features.cache.extract_features`)."""
+    extra = f"tps{tps_copies}-seed{seed}" if tps_copies else ""
+    key = feature_key(spec, source.spec.identity(), source.taps, ds.pre, extra) if cache_dir else None
+    gen = torch.Generator().manual_seed(seed) if tps_copies else None
     return extract_features(ds, source, stats, device, batch=batch, spec=spec, eyes=eyes, cache_dir=cache_dir,
-                            cache_key=key, progress=progress)
+                            cache_key=key, progress=progress, tps_copies=tps_copies, generator=gen)
 
 
 def first_views(ds, n: int) -> np.ndarray:

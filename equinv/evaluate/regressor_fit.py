@@ -159,7 +159,8 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
     ``tile`` repeats the training rows per epoch (the reference's limited-annotation sampler). The model of
     the epoch with the best validation score is returned (the last epoch without ``val``). ``input_scale``:
     fixed per-channel factors (``scale_from_std(feature_std(...))``) or ``None``; ``anchor``: start from this
-    ``(K, 2)`` shape (:func:`new_regressor`).
+    ``(K, 2)`` shape (:func:`new_regressor`), which is then itself a candidate of the validation (epoch 0: kept
+    when no epoch validates better).
     """
     g = torch.Generator().manual_seed(seed)
     reg = new_regressor(channels, train.landmarks.shape[1], seed, device, anchor=anchor, n_heatmaps=n_heatmaps,
@@ -179,7 +180,8 @@ def train_regressor(train: FeatureSet, channels, *, epochs: int, lr: float, wd: 
                                           alpha=alpha))
 
     info = EpochLoop(epochs, run_epoch, lambda: opt.param_groups[0]["lr"], sched.step, reg.state_dict,
-                     reg.load_state_dict, validate=validate if val is not None else None, log=log).run()
+                     reg.load_state_dict, validate=validate if val is not None else None,
+                     validate_start=anchor is not None, log=log).run()
     return reg, {**info, "selection": "best val" if val is not None else "last epoch"}
 
 

@@ -26,6 +26,10 @@ from equinv.features.stats import stats_for_kind
 from equinv.landmarks.model import FORMAT, FORMAT_VERSION, LandmarkModel
 from equinv.records import software_versions
 
+#: The heat-map grid of fit's regressor (``eval regress`` keeps the protocol's 48): docs/landmarks.md
+#: "Choosing fit's defaults".
+FIT_GRID = 32
+
 #: Rows an epoch visits at least (small training sets are tiled up to it, as the reference's sampler does).
 EPOCH_ROWS = 1000
 
@@ -41,11 +45,12 @@ class FitConfig:
     lr: float = 3e-2
     wd: float = 5e-4
     batch_size: int = 32
-    n_heatmaps: int = 50
+    n_heatmaps: int = 16
     softargmax_mul: float = 3.0
     heatmap_init_std: float | str = "fan-in"
     input_scale: str = "auto"
     anchor: bool = True
+    tps_copies: int = 0
     seed: int = 0
     image_size: int = 96
     limit: int | None = None
@@ -89,9 +94,9 @@ def fit_model(cfg: FitConfig, *, trunk=None, log=None, progress: bool = False) -
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError("--steps and --batch-size must be positive")
     device = pick_device(cfg.device)
-    source = build_source(cfg.features.with_defaults(grid=48, readout="linear"), device, trunk=trunk)
+    source = build_source(cfg.features.with_defaults(grid=FIT_GRID, readout="linear"), device, trunk=trunk)
     spec = source.spec
-    grid = cfg.features.grid or (native_side(source, cfg.image_size) if len(source.channels) == 1 else 48)
+    grid = cfg.features.grid or (native_side(source, cfg.image_size) if len(source.channels) == 1 else FIT_GRID)
     pre, skips = Preprocess(size=cfg.image_size), SkipLog()
     train = cfg.train if cfg.limit is None else f"{cfg.train}{'&' if '?' in cfg.train else '?'}limit={cfg.limit}"
     ds, kind = load_labelled(train, pre, skips, progress)
@@ -100,13 +105,17 @@ def fit_model(cfg: FitConfig, *, trunk=None, log=None, progress: bool = False) -
         same_landmarks(ds, train, vds, "--val", cfg.val)
     stats = spec.stats or source.stats or stats_for_kind(kind)
     fs = cached_features(ds, train, source, stats, device, cache_dir=cfg.cache_dir, eyes=ds.eyes, progress=progress)
+    shape = rf.mean_shape(fs.landmarks, fs.visible)  # of the labels as given, not of their warped copies
+    plain = fs
+    if cfg.tps_copies > 0:
+        fs = cached_features(ds, train, source, stats, device, cache_dir=cfg.cache_dir, eyes=ds.eyes,
+                             progress=progress, tps_copies=cfg.tps_copies, seed=cfg.seed)
     vfs = None
     if cfg.val:
         vfs = cached_features(vds, cfg.val, source, spec.stats or source.stats or stats_for_kind(vkind), device,
                               cache_dir=cfg.cache_dir, eyes=vds.eyes, progress=progress)
     scale_mode, in_scale, init_std = rf.input_scaling(cfg.input_scale, cfg.heatmap_init_std, spec.source,
                                                       lambda: rf.feature_std(fs, source.channels))
-    shape = rf.mean_shape(fs.landmarks, fs.visible)
     tile, epochs = _steps_plan(len(fs), cfg.steps, cfg.batch_size)
     reg, info = rf.train_regressor(fs, source.channels, epochs=epochs, lr=cfg.lr, wd=cfg.wd,
                                    batch_size=cfg.batch_size, tile=tile, val=vfs, device=device, seed=cfg.seed,
@@ -120,10 +129,11 @@ def fit_model(cfg: FitConfig, *, trunk=None, log=None, progress: bool = False) -
                       "softargmax_mul": cfg.softargmax_mul, "grid": grid, "input_scale": in_scale is not None,
                       "bias": cfg.anchor, "heatmap_init_std": init_std, "input_scale_mode": scale_mode},
         "input": {"image_size": cfg.image_size, "stats": stats},
-        "framing": _framing(ds, fs),
+        "framing": _framing(ds, plain),
         "landmarks": {"names": list(ds.names), "flip_perm": list(ds.flip_perm),
                       "eyes": list(ds.eyes) if ds.eyes else None},
-        "training": {"spec": train, "rows": len(fs), "val": cfg.val, "epochs": epochs, "tile": tile,
+        "training": {"spec": train, "rows": len(plain), "tps_copies": cfg.tps_copies, "val": cfg.val,
+                     "epochs": epochs, "tile": tile,
                      "steps": epochs * math.ceil(len(fs) * tile / cfg.batch_size),
                      "selected_epoch": info["selected_epoch"], "selection": info["selection"],
                      "final_loss": info["history"][-1]["loss"], "settings": cfg.as_dict(),

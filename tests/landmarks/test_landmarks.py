@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,8 @@ def test_api_input_types_agree(model_dir):
     by_path = m.predict(str(path))
     by_pil = m.predict([Image.open(path)])
     by_array = m.predict([arr])
-    by_tensor, conf = m.predict(torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255, return_confidence=True)
+    batch = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
+    by_tensor, conf = m.predict(batch, return_confidence=True)
     for other in (by_pil, by_array, by_tensor):
         assert np.abs(other - by_path).max() < 1e-4
     assert conf.shape == (1, 10) and bool(((conf > 0) & (conf <= 1)).all())
@@ -188,3 +190,24 @@ def test_bad_model_directories_are_one_line_errors(model_dir, tmp_path, capsys):
         load_model(bad)
     assert main(["predict", str(tmp_path / "nowhere"), "x.png", "--out", str(tmp_path / "p.json")]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_fit_never_keeps_a_model_worse_than_the_mean_shape_on_val():
+    """With an anchor and --val, the starting mean shape is a candidate (epoch 0): a fit whose every step count
+    validates worse than it (one step at a huge learning rate) keeps it, and its validation equals the mean shape's."""
+    cfg = FitConfig(train="synthetic:8?size=64", val=VAL, features=FeatureSpec(grid=12), steps=2, n_heatmaps=2,
+                    lr=50.0, batch_size=8, device="cpu")
+    model, info = fit_model(cfg)
+    v = model.meta["validation"]
+    assert info["history"][0]["epoch"] == 0 and info["selected_epoch"] == 0
+    assert all(h["val"] > info["history"][0]["val"] for h in info["history"][1:])
+    assert v["iod_error_percent"] == pytest.approx(v["mean_shape_iod_error_percent"], abs=1e-4)
+
+
+def test_fit_with_tps_copies_trains_on_warped_copies():
+    cfg = FitConfig(train="synthetic:6?size=64", features=FeatureSpec(grid=12), steps=3, n_heatmaps=2,
+                    tps_copies=3, device="cpu")
+    model, _ = fit_model(cfg)
+    t = model.meta["training"]
+    assert t["rows"] == 6 and t["tps_copies"] == 3
+    assert t["steps"] == t["epochs"] * math.ceil(18 * t["tile"] / 32)  # 6 images x 3 copies per pass
