@@ -1,7 +1,7 @@
 """``equinv predict`` throughput against the backbone's own forward-only bound, and memory per image.
 
-For ResNet18 and ResNet50 hypercolumn landmark models (96-px views, 5 landmarks, the regressor's 50 heat-maps
-per landmark on the 48² grid; weights are random: speed does not depend on them) it prints
+For ResNet18 and ResNet50 hypercolumn landmark models (96-px views, 5 landmarks, the regressor of ``equinv fit``'s
+defaults, 16 heat-maps per landmark on the 32² grid; weights are random: speed does not depend on them) it prints
 
 - predict img/s: ``run_predict`` on N JPEG files on disk (decode → frame → view → features → regressor →
   points in image pixels → JSON written row by row), batch B;
@@ -34,12 +34,12 @@ def _model(arch: str):
     from equinv.landmarks.model import FORMAT, FORMAT_VERSION, LandmarkModel
     from equinv.models.regressor import KeypointRegressor
 
-    src = build_source(FeatureSpec(arch=arch, grid=48))
-    reg = KeypointRegressor(src.channels, 5, n_heatmaps=50, softargmax_mul=3.0).eval()
+    src = build_source(FeatureSpec(arch=arch, grid=32))
+    reg = KeypointRegressor(src.channels, 5, n_heatmaps=16, softargmax_mul=3.0).eval()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "features": src.spec.as_dict(),
             "source_config": source_config(src),
-            "regressor": {"channels": list(src.channels), "n_landmarks": 5, "n_heatmaps": 50, "softargmax_mul": 3.0,
-                          "grid": 48, "input_scale": False, "bias": False},
+            "regressor": {"channels": list(src.channels), "n_landmarks": 5, "n_heatmaps": 16, "softargmax_mul": 3.0,
+                          "grid": 32, "input_scale": False, "bias": False},
             "input": {"image_size": 96, "stats": "face"},
             "framing": {"kind": "folder", "crop": "whole", "context": FACE_CONTEXT, "box_scale": 2.17,
                         "landmark_scale": 3.88, "landmark_extent": None},

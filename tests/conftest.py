@@ -36,3 +36,19 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep the decoded-image cache of every test inside pytest's temp dir."""
     monkeypatch.setenv("EQUINV_CACHE", str(tmp_path_factory.getbasetemp() / "equinv_cache"))
+
+
+#: Files whose long tests mostly wait (a hung rank's timeout, torchrun, subprocess pipelines): started first,
+#: so that under pytest-xdist (one file per worker at a time) they overlap the computing files instead of
+#: ending the run alone.
+FIRST = ("tests/test_distributed.py", "tests/test_experiments.py", "tests/train/test_pretrain.py",
+         "tests/evaluate/test_regression.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long, mostly waiting test files first (stable otherwise)."""
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)

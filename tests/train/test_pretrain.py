@@ -89,21 +89,28 @@ def test_torchrun_two_processes(tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_loss_decreases_on_real_birds(tmp_path, shared_data):
-    """Real unlabeled birds, the reference view chain, a small queue: 160 steps (~40 s on 2 cores)."""
-    out = tmp_path / "birds"
-    args = [
-        "pretrain", "--data", f"folder:{shared_data / 'cub' / 'birds_unlabeled'}", "--max-images", "256",
-        "--size", "32", "--arch", "resnet18", "--epochs", "20", "--batch-size", "32", "--queue", "128",
-        "--lr", "0.03", "--momentum", "0.99", "--log-every", "1", "--quiet", "--out", str(out),
-    ]
-    r = _run(args)
-    assert r.returncode == 0, r.stderr
-    loss = torch.tensor([json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()])
-    per_epoch = loss.reshape(20, 8).mean(1)
-    # The queue holds real keys from epoch 2 on (the loss first rises from the random initial queue);
-    # from there the loss must fall: the last 3 epochs below epochs 3-5.
-    assert per_epoch[-3:].mean() < per_epoch[2:5].mean() - 0.1, per_epoch
+def test_training_lowers_the_loss_on_real_birds(tmp_path, shared_data):
+    """Real unlabeled birds, the reference view chain, a small queue: 64 steps (~15 s on 2 cores), twice.
+
+    The same run (same seed: same images, views and initial weights) at a vanishing learning rate is the
+    baseline: its loss stays near ln(129) ≈ 4.9 as the queue fills with real keys, while training pulls it
+    clearly lower (about 4.55 against 5.05 over epochs 5–8 at this size). The loss of one run alone hardly
+    falls after its first epochs with the reference's per-group query BN, so a run is compared with its
+    untrained twin, not with its own start.
+    """
+    def run(name: str, lr: str) -> torch.Tensor:
+        out = tmp_path / name
+        r = _run([
+            "pretrain", "--data", f"folder:{shared_data / 'cub' / 'birds_unlabeled'}", "--max-images", "256",
+            "--size", "32", "--arch", "resnet18", "--epochs", "8", "--batch-size", "32", "--queue", "128",
+            "--lr", lr, "--momentum", "0.99", "--log-every", "1", "--quiet", "--out", str(out),
+        ])
+        assert r.returncode == 0, r.stderr
+        lines = (out / "log.jsonl").read_text().splitlines()
+        return torch.tensor([json.loads(line)["loss"] for line in lines]).reshape(8, 8).mean(1)
+
+    trained, frozen = run("trained", "0.03"), run("frozen", "1e-9")
+    assert trained[-4:].mean() < frozen[-4:].mean() - 0.2, (trained, frozen)
 
 
 def test_init_from_torchvision_state_dict(tmp_path):

@@ -63,6 +63,8 @@ def test_clicked_free_point_matches_python(page, ui):
     for fx, fy in [(0.31, 0.62), (0.5, 0.5), (0.83, 0.17)]:
         box = ui.locator("#ref").bounding_box()
         ui.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        # a pointer query is drawn on the next animation frame: wait two frames before reading the markers
+        ui.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
         q = ui.evaluate("EQV_VIEW.state().query")
         assert q["pinned"] and abs(q["x"] - (fx * 96 - 0.5)) < 0.5 and abs(q["y"] - (fy * 96 - 0.5)) < 0.5
         assert page_cells(ui, GRID) == python_cells(page, "hypercolumn", [q["x"], q["y"]])
