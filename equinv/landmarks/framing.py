@@ -7,11 +7,12 @@ image, zero-padded) is resampled to the ``canvas × canvas`` canvas; the view is
 
 * A dataset spec's images are framed by their own protocol crop (as in training).
 * A plain image is taken as the object crop: the whole image is the view (``plain_box``; the aspect ratio
-  is not kept).
+  is not kept), except for models trained on ``whole``-cropped data (synthetic faces, AFLW-style crops,
+  CUB, folders), whose training views were the centre of the whole image: a plain image is framed the same way.
 * A user box (``--boxes``) frames the object as the model's training data framed its boxes
   (:func:`box_canvas`): the training crop rule applied to the given box (``box`` / ``300w``: the object box;
-  ``landmarks``: the landmarks' bounding box); for training data cropped without boxes (aligned CelebA,
-  whole images) the box is taken as the view.
+  ``landmarks``: the landmarks' bounding box); for ``whole``-cropped training data the box is framed as a
+  whole training image (the canvas), for other data cropped without boxes (aligned CelebA) it is the view.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from equinv.data.sample import Record
 Box = tuple[float, float, float, float]
 
 
-def plain_box(width: int, height: int, pre: Preprocess) -> Box:
-    """The canvas box whose centre view is exactly the whole ``width × height`` image."""
+def plain_box(width: int, height: int, pre: Preprocess, crop: str = "box") -> Box:
+    """The canvas box of a plain ``width × height`` image: the whole image is the canvas when the model's
+    training data was cropped so (``whole``: the view is then its centre, as in training); otherwise the canvas
+    whose centre view is exactly the whole image."""
+    if crop == "whole":
+        return (0.0, 0.0, float(width), float(height))
     fx = (pre.canvas / pre.size - 1.0) / 2.0
     return (-fx * width, -fx * height, width * (1.0 + fx), height * (1.0 + fx))
 
@@ -38,6 +43,8 @@ def box_canvas(box: Box, width: int, height: int, pre: Preprocess, crop: str) ->
         rec = Record(path=None, landmarks=np.array([[x0, y0], [x1, y1]], np.float32),
                      visible=np.ones(2, bool), names=("a", "b"), where="--boxes", box=box, crop=crop)
         return canvas_box(rec, (width, height), pre)
+    if crop == "whole":  # the box plays the whole training image: it is the canvas, as for a plain image
+        return tuple(float(v) for v in box)
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     fx = (pre.canvas / pre.size - 1.0) / 2.0

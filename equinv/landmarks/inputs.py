@@ -105,7 +105,7 @@ def canvas_of(image: np.ndarray, item: Item, pre: Preprocess, crop: str) -> Box:
         return canvas_box(item.record, (w, h), pre)
     if item.box is not None:
         return box_canvas(item.box, w, h, pre, crop)
-    return plain_box(w, h, pre)
+    return plain_box(w, h, pre, crop)
 
 
 def view_of(image: np.ndarray, box: Box, pre: Preprocess) -> torch.Tensor:

@@ -140,7 +140,7 @@ def test_boxes_frame_the_object(model_dir, tmp_path):
     assert main(["predict", str(model_dir), str(tmp_path / "big.png"), "--boxes", str(tmp_path / "boxes.csv"),
                  "--out", str(tmp_path / "p.json"), "--quiet"]) == 0
     boxed = np.asarray(json.loads((tmp_path / "p.json").read_text())["images"][0]["points"])
-    # the synthetic model was trained on whole-image crops: the box is the view, and points come back shifted.
+    # the synthetic model was trained on whole-image crops: the box is framed as the whole image (points shifted).
     # The two views differ only by PIL's resampling rounding (≤ 2 grey levels: the same box at another offset),
     # which moves a random network's points by a fraction of a pixel; a wrong framing would move them by many.
     assert np.abs(boxed - (own + [w, h])).max() < 0.5
