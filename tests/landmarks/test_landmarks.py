@@ -211,3 +211,15 @@ def test_fit_with_tps_copies_trains_on_warped_copies():
     t = model.meta["training"]
     assert t["rows"] == 6 and t["tps_copies"] == 3
     assert t["steps"] == t["epochs"] * math.ceil(18 * t["tile"] / 32)  # 6 images x 3 copies per pass
+
+
+def test_plain_files_of_whole_cropped_data_are_framed_as_their_spec(model_dir, tmp_path):
+    """The synthetic model's training data is `whole`-cropped (the image is the canvas, the view its centre):
+    its images given as plain files must be framed exactly so, i.e. give the spec's points."""
+    from equinv.data.spec import read_index
+
+    paths = [r.path for r in read_index(TEST).records]
+    assert main(["predict", str(model_dir), TEST, "--out", str(tmp_path / "spec.json"), "--quiet"]) == 0
+    by_spec = [e["points"] for e in json.loads((tmp_path / "spec.json").read_text())["images"]]
+    by_file = load_model(model_dir).predict(paths)
+    assert np.abs(by_file - np.asarray(by_spec)).max() < 0.02  # the file rounds to 0.01 px
