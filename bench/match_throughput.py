@@ -8,6 +8,8 @@ float16 / bfloat16), one child process runs :func:`equinv.evaluate.matching.matc
 - pairs/s: pairs (A, B) matched per second of wall clock (decoding the images is done before and not counted),
 - CPU s: user + system seconds of the process while matching,
 - peak RSS: the child's maximum resident set size (the whole process: Python, torch, model, image cache),
+- anon GB: the peak of its anonymous part (without the memory-mapped image cache's file pages, which grow with
+  the number of images and which the kernel can drop),
 - the same / different identity errors (70-px frame), to show that the storage dtype leaves them unchanged.
 
 Before the table, one child decodes the images into the dataset's disk cache, so no timed child decodes.
@@ -65,8 +67,45 @@ def warm(data: str, images: int) -> None:
     LandmarkDataset(read_index(f"{data}&limit={images}"), Preprocess(size=96)).prepare(progress=False)
 
 
+class AnonPeak:
+    """Peak anonymous resident memory (``RssAnon`` of /proc/self/status, sampled every 20 ms by a thread).
+
+    The maximum RSS also counts the pages of the memory-mapped image cache that the matching touched (file
+    pages the kernel can drop at any time; they grow with the number of images matched); the anonymous
+    part is what the process itself allocated (tensors, Python, torch).
+    """
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        try:
+            with open("/proc/self/status") as f:
+                return next((int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:")), 0)
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self) -> AnonPeak:
+        self.peak = self.now()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
 def child(cfg: dict) -> dict:
-    """One configuration in this process: match, then report time, CPU time and the peak RSS."""
+    """One configuration in this process: match, then report time, CPU time, the peak RSS and its anonymous part."""
     import torch
 
     from equinv.data.dataset import LandmarkDataset
@@ -82,14 +121,16 @@ def child(cfg: dict) -> dict:
     fn = build(cfg["source"], dev)
     if cfg["path"] == "materialised":
         fn = fn.__call__  # a plain callable: no factorised form
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    res = match_errors(fn, ds, n_pairs=cfg["images"] // 2, batch=cfg["batch"], device=dev, progress=False,
-                       storage=getattr(torch, cfg["storage"]), chunk=cfg["chunk"])
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - t0
+    with AnonPeak() as anon:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        res = match_errors(fn, ds, n_pairs=cfg["images"] // 2, batch=cfg["batch"], device=dev, progress=False,
+                           storage=getattr(torch, cfg["storage"]), chunk=cfg["chunk"])
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
     return {**cfg, "seconds": seconds, "cpu_s": time.process_time() - cpu0,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_anon_gb": anon.peak / 2**30,
             "same": res["match_error_same"], "diff": res["match_error_diff"], "n_pairs": res["n_pairs"]}
 
 
@@ -122,7 +163,7 @@ def main() -> None:
     subprocess.run([sys.executable, __file__, "--data", args.data, "--warm", str(max(args.images))], check=True)
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'images':>6} {'descriptor':>11} {'path':>12} {'storage':>8} {'pairs/s':>8} {'wall s':>7} {'CPU s':>7} "
-          f"{'peak RSS GB':>11} {'same':>7} {'diff':>7}")
+          f"{'peak RSS GB':>11} {'anon GB':>7} {'same':>7} {'diff':>7}")
     for n in args.images:
         for source in args.sources:
             runs = [("factorised", s) for s in args.storage]
@@ -136,7 +177,8 @@ def main() -> None:
                                      text=True, check=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"{n:>6} {source:>11} {path:>12} {storage:>8} {r['n_pairs'] / r['seconds']:>8.2f} "
-                      f"{r['seconds']:>7.1f} {r['cpu_s']:>7.1f} {r['peak_rss_gb']:>11.2f} {r['same']:>7.3f} "
+                      f"{r['seconds']:>7.1f} {r['cpu_s']:>7.1f} {r['peak_rss_gb']:>11.2f} "
+                      f"{r['peak_anon_gb']:>7.2f} {r['same']:>7.3f} "
                       f"{r['diff']:>7.3f}", flush=True)
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
