@@ -4,11 +4,15 @@ For each architecture at 96 px it prints
 - pipeline img/s: cached real images → batched device-side augmentation (two views) → MoCo step;
 - compute img/s: the same MoCo step (query forward+backward, key forward, SGD) on random tensors;
 - their ratio (target ≥ 0.85);
+- for each mode (``--modes fp32,fp32+cl,bf16``: contiguous fp32, channels-last fp32, bf16 autocast with
+  channels-last; ``equinv.precision``) the compute bound relative to fp32's (``x fp32 bound``): how much the
+  switch raises the bound itself;
 - the forward/backward activation memory of one 96-px image, counted as torchsummary counts it
   ("Forward/backward pass size": 2 × every layer's output × 4 bytes; the paper's Table 7 numbers),
   and the bytes actually saved for backward by autograd; on CUDA also the measured peak.
 
     python bench/pretrain_throughput.py --data celeba:../shared/data/celeba --batch 64 --steps 3
+    python bench/pretrain_throughput.py --archs resnet18 --modes fp32,fp32+cl,bf16 --steps 5
     python bench/pretrain_throughput.py --device cuda --batch 256 --steps 10
 """
 
@@ -20,6 +24,7 @@ import time
 import torch
 from torch import nn
 
+from equinv import precision as P
 from equinv.data.dataset import LandmarkDataset
 from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
@@ -66,8 +71,18 @@ def saved_for_backward_mb(model: nn.Module, size: int = 96) -> float:
     return sum(seen.values()) / 2 / 2**20
 
 
-def moco_step(model: MoCo, opt: torch.optim.Optimizer, q: torch.Tensor, k: torch.Tensor) -> None:
-    loss, _ = model(q, k)
+def parse_mode(mode: str) -> tuple[str, bool]:
+    """``fp32`` | ``fp32+cl`` | ``bf16`` → ``(precision, channels_last)``."""
+    prec, _, cl = mode.partition("+")
+    if cl not in ("", "cl"):
+        raise SystemExit(f"unknown mode {mode!r}: fp32, fp32+cl or bf16")
+    return P.check(prec), cl == "cl"
+
+
+def moco_step(model: MoCo, opt: torch.optim.Optimizer, q: torch.Tensor, k: torch.Tensor, mode: str) -> None:
+    prec, cl = parse_mode(mode)
+    with P.autocast(q.device, prec):
+        loss, _ = model(P.inputs(q, prec, cl), P.inputs(k, prec, cl))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -79,10 +94,10 @@ def sync(device: torch.device) -> None:
 
 
 def bench_arch(
-    arch: str, images: ImageSet, views: ViewMaker, batch: int, steps: int, device: torch.device
+    arch: str, images: ImageSet, views: ViewMaker, batch: int, steps: int, device: torch.device, mode: str
 ) -> dict:
     torch.manual_seed(0)
-    model = MoCo(arch).to(device).train()
+    model = P.prepare(MoCo(arch).to(device).train(), *parse_mode(mode))
     opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
     size = views.view.final
     q = torch.randn(batch, 3, size, size, device=device)
@@ -95,7 +110,7 @@ def bench_arch(
     for i in range(steps + 1):
         sync(device)
         t0 = time.perf_counter()
-        moco_step(model, opt, q, k)
+        moco_step(model, opt, q, k, mode)
         sync(device)
         t1 = time.perf_counter()
         idx = order[i * batch : (i + 1) * batch].tolist()
@@ -103,7 +118,7 @@ def bench_arch(
         vq, vk = views(x, g)
         sync(device)
         t2 = time.perf_counter()
-        moco_step(model, opt, vq, vk)
+        moco_step(model, opt, vq, vk, mode)
         sync(device)
         t3 = time.perf_counter()
         if i:  # the first round is the warm-up
@@ -117,6 +132,7 @@ def bench_arch(
     enc = Encoder(arch)
     row = {
         "arch": arch,
+        "mode": mode,
         "pipeline_img_s": pipeline,
         "compute_img_s": compute,
         "ratio": pipeline / compute,
@@ -140,6 +156,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after one warm-up)")
     p.add_argument("--size", type=int, default=96)
+    p.add_argument("--modes", default="fp32,fp32+cl,bf16",
+                   help="comma list of fp32, fp32+cl (channels-last), bf16 (autocast, channels-last); default all")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -153,23 +171,36 @@ def main() -> None:
     images = ImageSet([ds])
     if len(images) < args.batch * (args.steps + 1):
         raise SystemExit(f"need {args.batch * (args.steps + 1)} images, {args.data} has {len(images)}")
-    cpu = f"CPU, {torch.get_num_threads()} threads"
+    cpu = f"CPU, {torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}"
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     print(f"MoCo pretraining throughput at {args.size} px, batch {args.batch}, {args.steps} timed steps, "
           f"on {dev_name}")
     print(f"data {args.data} ({len(images)} images, cached), views: {views.view}")
-    hdr = f"{'arch':14s} {'pipeline img/s':>14s} {'compute img/s':>13s} {'ratio':>6s} {'aug share':>9s} " \
-          f"{'fwd/bwd MB (torchsummary)':>26s} {'paper MB':>8s} {'saved MB':>8s}"
+    print(f"native bf16 kernels on {device}: {P.native_bf16(device)} (without them bf16 is emulated)")
+    hdr = f"{'arch':14s} {'mode':>9s} {'pipeline img/s':>14s} {'compute img/s':>13s} {'ratio':>6s} " \
+          f"{'aug share':>9s} {'fwd/bwd MB (torchsummary)':>26s} {'paper MB':>8s} {'saved MB':>8s} " \
+          f"{'x fp32 bound':>13s}"
     print(hdr)
+    fp32_compute = {}
     for arch in args.archs.split(","):
-        r = bench_arch(arch, images, views, args.batch, args.steps, device)
-        paper = PAPER_MB.get(arch)
-        print(
-            f"{arch:14s} {r['pipeline_img_s']:14.1f} {r['compute_img_s']:13.1f} {r['ratio']:6.2f} "
-            f"{r['augment_share']:9.2f} {r['fwd_bwd_mb_torchsummary']:26.2f} "
-            f"{(f'{paper:.2f}' if paper else '-'):>8s} {r['saved_for_backward_mb']:8.2f}"
-            + (f"  cuda peak {r['cuda_peak_mb_one_image']:.1f} MB" if "cuda_peak_mb_one_image" in r else "")
-        )
+        for mode in args.modes.split(","):
+            r = bench_arch(arch, images, views, args.batch, args.steps, device, mode)
+            fp32_compute.setdefault(arch, r["compute_img_s"])
+            print_row(r, fp32_compute[arch])
+
+
+def print_row(r: dict, fp32_compute: float) -> None:
+    """One table line; ``x fp32 bound``: this row's compute bound over the first mode's (fp32)."""
+    arch = r["arch"]
+    paper = PAPER_MB.get(arch)
+    print(
+        f"{arch:14s} {r['mode']:>9s} {r['pipeline_img_s']:14.1f} {r['compute_img_s']:13.1f} {r['ratio']:6.2f} "
+        f"{r['augment_share']:9.2f} {r['fwd_bwd_mb_torchsummary']:26.2f} "
+        f"{(f'{paper:.2f}' if paper else '-'):>8s} {r['saved_for_backward_mb']:8.2f}"
+        + f" {r['compute_img_s'] / fp32_compute:13.2f}"
+        + (f"  cuda peak {r['cuda_peak_mb_one_image']:.1f} MB" if "cuda_peak_mb_one_image" in r else ""),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

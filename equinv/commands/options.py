@@ -180,6 +180,7 @@ def add_feature_args(p: argparse.ArgumentParser, *, grid: str = "48", sources=SO
     g.add_argument("--stats", choices=("face", "imagenet"), default=None,
                    help="input normalisation (default: the source's own, else imagenet for cub/folder/coco data, "
                    "face otherwise)")
+    add_precision_arg(g, "the network pass that computes the features")
     deprecated(g, "--layer", "--layers", "layers", type=positive_int)
     if not several:
         deprecated(g, "--descriptor", "--source", "source", choices=sources)
@@ -191,8 +192,21 @@ def feature_spec(args: argparse.Namespace, **changes):
 
     values = dict(source=args.source, backbone=args.backbone, arch=args.arch, layers=args.layers, taps=args.taps,
                   projector=args.projector, parts=args.parts, readout=args.readout, grid=args.grid,
-                  seed=getattr(args, "seed", 0) or 0, stats=args.stats)
+                  seed=getattr(args, "seed", 0) or 0, stats=args.stats,
+                  precision=getattr(args, "precision", None) or "fp32",
+                  channels_last=bool(getattr(args, "channels_last", None)))
     return FeatureSpec(**(values | changes))
+
+
+def add_precision_arg(p, what: str) -> None:
+    """``--precision fp32|bf16`` and ``--channels-last`` (``None`` = not given: fp32, contiguous) for ``what``."""
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help=f"compute precision of {what}: fp32 (default, the reference's) or bf16 (autocast with "
+                   "channels-last; faster only where the hardware has bf16 kernels: a recent GPU, a CPU with AVX-512 "
+                   "BF16 or AMX; emulated and much slower elsewhere; losses, logits and weights stay fp32; "
+                   "docs/precision.md)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="NHWC activations (fp32 arithmetic; faster with oneDNN/cuDNN; implied by --precision bf16)")
 
 
 def add_device_arg(p, default: str = "cuda if available, else cpu") -> None:

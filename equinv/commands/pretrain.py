@@ -10,6 +10,7 @@ from equinv.commands.options import (
     DVE_ARCHS,
     SPEC_HELP,
     add_device_arg,
+    add_precision_arg,
     nonneg_float,
     nonneg_int,
     positive_float,
@@ -45,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         f: getattr(args, f)
         for f in (
             "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs", "max_images",
-            "max_minutes", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed", "workers", "device",
-            "ckpt_every", "save_every", "log_every", "skip_bad", "init",
+            "max_minutes", "max_steps", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed",
+            "precision", "channels_last", "workers", "device", "ckpt_every", "save_every", "log_every", "skip_bad",
+            "init",
         )
         if getattr(args, f) is not None
     }
@@ -95,6 +97,9 @@ def register(sub) -> None:
     p.add_argument("--max-minutes", type=nonneg_float, default=None,
                    help="wall-clock budget of this invocation: checkpoint and stop when spent (continue with "
                    "--resume); the weights so far are written to backbone.safetensors")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="stop once this many optimisation steps are done in all (a checkpoint; continue with "
+                   "--resume and a larger --max-steps); the learning-rate schedule still follows --epochs")
     p.add_argument("--recipe", choices=["auto", "face", "bird"], default=None,
                    help="augmentation recipe (default auto: bird for cub/folder data, else face)")
     p.add_argument("--tps", choices=["paper", "eval", "dve"], default=None, help="add a TPS warp (off by default)")
@@ -107,6 +112,7 @@ def register(sub) -> None:
                    help="BatchNorm of the query batch: in the --bn-groups groups (default; the reference's per-GPU "
                    "BN) or over the whole batch (equinv <= 0.1; docs/parity.md)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    add_precision_arg(p, "the network passes (MoCo, or DVE with --method dve)")
     p.add_argument("--workers", type=nonneg_int, default=None, help="DataLoader worker processes (default 0)")
     add_device_arg(p, "cuda:LOCAL_RANK if available, else cpu")
     p.add_argument("--ckpt-every", type=positive_int, default=None, help="steps between checkpoints (default 200)")

@@ -7,6 +7,7 @@ import argparse
 from equinv.commands.options import (
     DVE_ARCHS,
     add_device_arg,
+    add_precision_arg,
     nonneg_float,
     nonneg_int,
     positive_int,
@@ -16,7 +17,8 @@ from equinv.outputs import check_dir
 
 #: CLI attribute → DVEConfig field (same names).
 FIELDS = ("arch", "dim", "size", "input_size", "batch_size", "lr", "bias_lr", "epochs", "max_images",
-          "max_minutes", "seed", "workers", "device", "ckpt_every", "save_every", "log_every", "loss_chunk")
+          "max_minutes", "seed", "precision", "channels_last", "workers", "device", "ckpt_every", "save_every",
+          "log_every", "loss_chunk")
 
 
 def given_options(args: argparse.Namespace) -> dict:
@@ -68,6 +70,7 @@ def add_dve_arguments(p: argparse.ArgumentParser) -> None:
                    help="wall-clock budget; checkpoint and stop when spent (continue with --resume)")
     p.add_argument("--loss-chunk", type=positive_int, default=None, help="images per vectorised loss chunk (memory)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    add_precision_arg(p, "the network pass (the loss stays fp32)")
     p.add_argument("--workers", type=nonneg_int, default=None, help="unused (data is read in the main process)")
     add_device_arg(p)
     p.add_argument("--ckpt-every", type=positive_int, default=None, help="steps between checkpoints (default 200)")

@@ -9,6 +9,7 @@ from equinv.commands.options import (
     ARCH_NAMES,
     TPS_PRESETS,
     add_device_arg,
+    add_precision_arg,
     deprecated,
     nonneg_float,
     nonneg_int,
@@ -19,7 +20,7 @@ from equinv.outputs import check_dir
 
 _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
            "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs", "batch_size",
-           "max_images", "seed", "device", "match_batch", "feature_cache_gb", "log_every")
+           "max_images", "seed", "precision", "channels_last", "device", "match_batch", "feature_cache_gb", "log_every")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +91,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help="default 32")
     p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    add_precision_arg(p, "the frozen trunk's pass (the projector and its loss stay fp32)")
     add_device_arg(p)
     p.add_argument("--match-batch", type=positive_int, default=None,
                    help="pairs per matching forward pass (default 16)")

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from equinv import precision as precision_lib
 from equinv.errors import InputError
 from equinv.features.spec import FeatureSpec
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
@@ -99,6 +100,10 @@ class NMFSource(nn.Module):
 class DVESource(nn.Module):
     """A DVE descriptor network; inputs resized to its training side first."""
 
+    #: Compute precision and memory order of the network pass (:mod:`equinv.precision`); maps come back fp32.
+    precision: str = precision_lib.DEFAULT
+    channels_last: bool = False
+
     def __init__(self, net: nn.Module, input_size: int, arch: str = "dve"):
         super().__init__()
         self.net, self.input_size, self.arch = net, int(input_size), arch
@@ -109,7 +114,11 @@ class DVESource(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=True)
-        return [self.net(x)]
+        if self.precision == "fp32" and not self.channels_last:
+            return [self.net(x)]
+        with precision_lib.autocast(x.device, self.precision):
+            out = self.net(precision_lib.inputs(x, self.precision, self.channels_last))
+        return [out.float().contiguous()]
 
 
 def _freeze(module: nn.Module, device) -> nn.Module:
@@ -136,9 +145,11 @@ def hypercolumn_of(spec: FeatureSpec, trunk: nn.Module | None = None, grid: int 
     if trunk is None:
         trunk = frozen_trunk(spec.arch, weights, seed=spec.seed)
     try:
-        return Hypercolumn(trunk, spec.hypercolumn_taps, size=grid)
+        hc = Hypercolumn(trunk, spec.hypercolumn_taps, size=grid)
     except ValueError as e:
         raise InputError(str(e)) from None
+    hc.precision, hc.channels_last = spec.precision, bool(spec.channels_last)
+    return precision_lib.prepare(hc, spec.precision, spec.channels_last)
 
 
 def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = None) -> nn.Module:
@@ -166,9 +177,19 @@ def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = N
             if spec.parts is None:
                 raise InputError("the nmf source needs --parts FILE (from equinv parts --method nmf)")
             src = NMFSource(hc, PartsModel.load(spec.parts), grid)
+    _set_precision(src, spec, device)
     src = _freeze(src, device)
     src.spec = spec
     return src
+
+
+def _set_precision(src: nn.Module, spec: FeatureSpec, device) -> None:
+    """Run the network pass of ``src`` (its trunk or DVE net) at the spec's precision and memory order."""
+    if not precision_lib.supported(spec.precision, device):
+        raise InputError(f"--precision {spec.precision} is not supported on {device}; use --precision fp32")
+    net = src.hypercolumn if isinstance(src, (ProjectedSource, NMFSource)) else src
+    net.precision, net.channels_last = spec.precision, bool(spec.channels_last)
+    precision_lib.prepare(net, spec.precision, spec.channels_last)
 
 
 def native_side(source: nn.Module, size: int = 96) -> int:
@@ -219,6 +240,7 @@ def source_skeleton(spec: FeatureSpec, config: dict, device="cpu") -> nn.Module:
             parts = PartsModel(c["method"], torch.zeros(d, n), torch.zeros(n), torch.zeros(d), torch.ones(d),
                                bool(c["layerwise"]), bool(c["centered"]))
             src = NMFSource(hc, parts, spec.grid or 48)
+    _set_precision(src, spec, device)
     src = _freeze(src, device)
     src.spec = spec
     return src

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from equinv import precision as precision_lib
 from equinv.errors import InputError
 from equinv.features.stats import INPUT_STATS
 from equinv.models.backbones import ARCHS, TAP_NAMES
@@ -70,6 +71,11 @@ class FeatureSpec:
         grid: side of the feature grid; ``None``: the consumer's default (48 for regression, 96 for matching).
         seed: seed of the random initialisation (``backbone`` ``random``).
         stats: input statistics (``face`` | ``imagenet``); ``None``: the source's own, else by dataset kind.
+        precision: compute precision of the network pass (``fp32`` | ``bf16``, :mod:`equinv.precision`); the
+            features themselves are float32 either way. Left out of :meth:`as_dict` when ``fp32``, so records
+            and caches made before it existed keep their identity.
+        channels_last: NHWC activations in the network pass (implied by ``bf16``; fp32 results differ from the
+            contiguous layout's by float rounding only). Left out of :meth:`as_dict` when ``False``.
     """
 
     source: str = "hypercolumn"
@@ -83,6 +89,8 @@ class FeatureSpec:
     grid: int | None = None
     seed: int = 0
     stats: str | None = None
+    precision: str = precision_lib.DEFAULT
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -98,6 +106,8 @@ class FeatureSpec:
             raise InputError(f"--grid must be positive, got {self.grid}")
         if self.readout is not None and self.readout not in READOUTS:
             raise InputError(f"unknown projector readout {self.readout!r}; choose from {', '.join(READOUTS)}")
+        if self.precision not in precision_lib.PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; choose from {', '.join(precision_lib.PRECISIONS)}")
         if self.stats is not None and self.stats not in INPUT_STATS:
             raise InputError(f"unknown input statistics {self.stats!r}; choose from {', '.join(INPUT_STATS)}")
 
@@ -130,6 +140,10 @@ class FeatureSpec:
         """A JSON-ready dict (``taps`` as a list); :meth:`from_dict` reads it back."""
         d = asdict(self)
         d["taps"] = list(self.taps) if self.taps else None
+        if d["precision"] == precision_lib.DEFAULT:
+            del d["precision"]
+        if not d["channels_last"]:
+            del d["channels_last"]
         return d
 
     @classmethod

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from equinv import precision as precision_lib
 from equinv.models.backbones import TAP_NAMES, WidthResNet, build_backbone, load_backbone
 
 #: Reference order of the taps, deepest first (x8, x7, x6, x5, x4).
@@ -74,6 +75,9 @@ class Hypercolumn(nn.Module):
 
     #: Input statistics the source imposes (``None``: the dataset kind decides, see ``equinv.features.stats``).
     stats: str | None = None
+    #: Compute precision and memory order of the trunk pass (:mod:`equinv.precision`); maps come back fp32.
+    precision: str = precision_lib.DEFAULT
+    channels_last: bool = False
 
     def __init__(self, trunk: nn.Module, taps: Sequence[str] = reference_taps(4), size: int = 48,
                  normalize: bool = False):
@@ -92,8 +96,13 @@ class Hypercolumn(nn.Module):
 
     def maps(self, x: Tensor) -> list[Tensor]:
         """Each tap at its native resolution, in stacking order (normalised per pixel if asked)."""
-        feats = self.extractor(x)
-        out = [feats[t] for t in self.taps]
+        if self.precision == "fp32" and not self.channels_last:
+            feats = self.extractor(x)
+            out = [feats[t] for t in self.taps]
+        else:
+            with precision_lib.autocast(x.device, self.precision):
+                feats = self.extractor(precision_lib.inputs(x, self.precision, self.channels_last))
+            out = [feats[t].float().contiguous() for t in self.taps]
         if self.normalize:
             out = [F.normalize(f, dim=1) for f in out]
         return out

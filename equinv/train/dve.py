@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from equinv import precision as precision_lib
 from equinv.augment import tps as T
 from equinv.augment.recipes import ViewConfig, make_view, to_float
 from equinv.data.preprocess import FACE_CONTEXT, Preprocess
@@ -43,7 +44,7 @@ from equinv.models.dve import ARCHS, build_dve, count_parameters, save_dve
 from equinv.train.config import JsonConfig
 from equinv.train.data import build_images, require_batch
 from equinv.train.engine import Method, Position, peak_memory_mb, step_seed, train
-from equinv.train.guards import check_options
+from equinv.train.guards import check_options, check_precision
 
 ARCH_DEFAULTS = {
     "hourglass": {"batch_size": 16, "input_size": 96, "normalize_vectors": True, "bias_lr": None},
@@ -56,7 +57,8 @@ class DVEConfig(JsonConfig):
     """A DVE training run (saved as ``RUN/config.json``). ``None`` fields take the arch's defaults."""
 
     run_kind = "DVE run"
-    resumable = ("epochs", "max_minutes", "workers", "device", "ckpt_every", "save_every", "log_every", "loss_chunk")
+    resumable = ("epochs", "max_minutes", "workers", "device", "precision", "channels_last", "ckpt_every",
+                 "save_every", "log_every", "loss_chunk")
     per_invocation = ("max_minutes",)
 
     data: list[str] = field(default_factory=list)
@@ -77,6 +79,8 @@ class DVEConfig(JsonConfig):
     max_images: int | None = None
     max_minutes: float | None = None
     seed: int = 0
+    precision: str = precision_lib.DEFAULT  # fp32 | bf16: the network pass under autocast; the loss in fp32
+    channels_last: bool = False  # NHWC activations (implied by bf16)
     workers: int = 0
     device: str | None = None
     ckpt_every: int = 200
@@ -109,6 +113,7 @@ class DVEConfig(JsonConfig):
                                    "loss_chunk", "max_images"),
                       count0=("workers", "save_every"), positive=("power",),
                       nonneg=("lr", "bias_lr", "weight_decay", "gamma", "max_minutes"))
+        check_precision(self.precision)
 
     def lr_at(self, epoch: int, base: float) -> float:
         """Learning rate of (1-based) ``epoch``: ``base · gamma^#{m in milestones : m < epoch}``."""
@@ -162,10 +167,12 @@ class DVEMethod(Method):
 
     def __init__(self, cfg: DVEConfig, device: torch.device, progress: bool):
         self.cfg, self.device = cfg, device
+        check_precision(cfg.precision, device)
         self.images = build_images(cfg, Preprocess(size=cfg.size, context=FACE_CONTEXT), progress)
         require_batch(len(self.images), cfg.batch_size)
         torch.manual_seed(cfg.seed)
-        self.model = build_dve(cfg.arch, cfg.dim).to(device)
+        self.model = precision_lib.prepare(build_dve(cfg.arch, cfg.dim).to(device), cfg.precision, cfg.channels_last)
+        precision_lib.warn_if_emulated(cfg.precision, device)
         self.optimizer = _optimizer(self.model, cfg)
         self.steps_per_epoch = len(self.images) // cfg.batch_size
         self.images_per_step = cfg.batch_size
@@ -188,8 +195,9 @@ class DVEMethod(Method):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         x1, x2, grid = make_pairs(batch, cfg.size, cfg.input_size, gen)
-        feats = self.model(torch.cat((x1, x2)))
-        f1, f2 = feats.chunk(2)
+        with precision_lib.autocast(self.device, cfg.precision):
+            feats = self.model(precision_lib.inputs(torch.cat((x1, x2)), cfg.precision, cfg.channels_last))
+        f1, f2 = feats.float().chunk(2)
         loss = dve_loss(f1, f2, grid.to(self.device), cfg.normalize_vectors, cfg.power, chunk=cfg.loss_chunk)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -170,6 +170,7 @@ class Engine:
         self.save_every = getattr(cfg, "save_every", None)
         minutes = getattr(cfg, "max_minutes", None)
         self.budget = None if minutes is None else minutes * 60.0
+        self.max_steps = getattr(cfg, "max_steps", None)  # stop (resumably) once this many steps are done in all
         self.t0 = t0
         self.guard = FiniteGuard(device)
         self.global_step = 0
@@ -261,6 +262,8 @@ class Engine:
         self.bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
 
     def _out_of_time(self) -> bool:
+        if self.max_steps is not None and self.global_step >= self.max_steps:
+            return True  # the same step on every rank
         # every rank must stop at the same step: rank 0's clock decides
         return self.budget is not None and D.agree(time.perf_counter() - self.t0 >= self.budget, self.device)
 
@@ -295,7 +298,7 @@ class Engine:
         self._stop_if_diverged(weights=True)  # no result weights from non-finite ones
         result, weights = self.method.finish(self.rundir.path, stopped, self.global_step)
         if self.main:
-            state = "stopped at the time budget (continue with --resume)" if stopped else "done"
+            state = "stopped at the budget (continue with --resume)" if stopped else "done"
             print(f"{state}: {self.global_step} steps; peak memory {peak_memory_mb(self.device):.0f} MB; "
                   f"weights in {weights}", flush=True)
         D.barrier()

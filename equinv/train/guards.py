@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from equinv import distributed as D
+from equinv import precision as precision_lib
 from equinv.errors import InputError
 from equinv.train.config import flag
 
@@ -52,6 +53,14 @@ def check_options(cfg: object, **rules: Iterable[str]) -> None:
                 ok = False
             if not ok:
                 raise InputError(f"{flag(name)} must be {must}, got {v!r}")
+
+
+def check_precision(precision: str, device: torch.device | str | None = None) -> None:
+    """Refuse an unknown ``--precision``, or one ``device`` cannot run (bf16 on a GPU without it)."""
+    if precision not in precision_lib.PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(precision_lib.PRECISIONS)}, got {precision!r}")
+    if device is not None and not precision_lib.supported(precision, device):
+        raise InputError(f"--precision {precision} is not supported on {device}; use --precision fp32")
 
 
 def all_finite(module: nn.Module) -> Tensor:

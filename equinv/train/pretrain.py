@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from equinv import distributed as D
+from equinv import precision as precision_lib
 from equinv.data.preprocess import Preprocess
 from equinv.errors import InputError
 from equinv.models.backbones import load_backbone, save_backbone
@@ -34,7 +35,7 @@ from equinv.models.moco import MoCo
 from equinv.train.config import JsonConfig
 from equinv.train.data import build_images, require_batch
 from equinv.train.engine import Method, Position, peak_memory_mb, step_seed, train
-from equinv.train.guards import check_options
+from equinv.train.guards import check_options, check_precision
 from equinv.train.views import ViewMaker
 
 
@@ -43,7 +44,8 @@ class PretrainConfig(JsonConfig):
     """Everything that defines a pretraining run (saved as ``RUN/config.json``)."""
 
     run_kind = "pretraining run"
-    resumable = ("epochs", "max_minutes", "workers", "device", "ckpt_every", "save_every", "log_every")
+    resumable = ("epochs", "max_minutes", "max_steps", "workers", "device", "precision", "channels_last", "ckpt_every",
+                 "save_every", "log_every")
     per_invocation = ("max_minutes",)
 
     data: list[str] = field(default_factory=list)
@@ -62,6 +64,7 @@ class PretrainConfig(JsonConfig):
     epochs: int = 800
     max_images: int | None = None
     max_minutes: float | None = None  # wall-clock budget of this invocation; stop at a checkpoint
+    max_steps: int | None = None  # stop at a checkpoint once this many steps are done in all (resumable)
     recipe: str = "auto"
     tps: str | None = None
     flip: bool = False
@@ -70,6 +73,8 @@ class PretrainConfig(JsonConfig):
     bn_groups: int = 4
     query_bn: str = "groups"  # the reference's per-GPU query BN; "batch": whole-batch (equinv ≤ 0.1)
     seed: int = 0
+    precision: str = precision_lib.DEFAULT  # fp32 | bf16 (autocast + channels-last; loss, logits, queue in fp32)
+    channels_last: bool = False  # NHWC activations (implied by bf16)
     workers: int = 0
     device: str | None = None
     ckpt_every: int = 200
@@ -96,9 +101,10 @@ class PretrainConfig(JsonConfig):
         if not self.data:
             raise InputError("no training data: give at least one --data KIND:PATH")
         check_options(self, count=("epochs", "batch_size", "dim", "queue", "size", "bn_groups", "ckpt_every",
-                                   "log_every", "max_images"),
+                                   "log_every", "max_images", "max_steps"),
                       count0=("workers", "save_every"), positive=("temperature", "base_lr"),
                       nonneg=("lr", "weight_decay", "max_minutes"), unit=("momentum", "sgd_momentum", "grayscale"))
+        check_precision(self.precision)
         if self.query_bn not in ("groups", "batch"):
             raise InputError(f"--query-bn must be groups or batch, got {self.query_bn!r}")
         if self.queue < self.batch_size:
@@ -122,6 +128,7 @@ class MoCoMethod(Method):
 
     def __init__(self, cfg: PretrainConfig, device: torch.device, progress: bool):
         self.cfg, self.device = cfg, device
+        check_precision(cfg.precision, device)
         self.rank, world = D.rank(), D.world_size()
         if cfg.batch_size % world:
             raise InputError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
@@ -135,6 +142,9 @@ class MoCoMethod(Method):
             cfg.arch, dim=cfg.dim, head=cfg.head, queue_size=cfg.queue, momentum=cfg.momentum,
             temperature=cfg.temperature, bn_groups=cfg.bn_groups, query_bn=cfg.query_bn,
         ).to(device)
+        precision_lib.prepare(self.model, cfg.precision, cfg.channels_last)
+        if D.is_main():
+            precision_lib.warn_if_emulated(cfg.precision, device)
         if cfg.init:
             # Start both encoders from given trunk weights (e.g. a user's torchvision ImageNet file).
             report = load_backbone(self.model.encoder_q, cfg.init)
@@ -168,7 +178,9 @@ class MoCoMethod(Method):
         torch.manual_seed(step_seed(self.cfg.seed, self.rank, global_step))
         gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.rank, global_step))
         im_q, im_k = self.views(batch["image"].to(self.device, non_blocking=True), gen)
-        loss, stats = self.net(im_q, im_k)
+        prec, cl = self.cfg.precision, self.cfg.channels_last
+        with precision_lib.autocast(self.device, prec):
+            loss, stats = self.net(precision_lib.inputs(im_q, prec, cl), precision_lib.inputs(im_k, prec, cl))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

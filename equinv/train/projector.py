@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equinv import precision as precision_lib
 from equinv.augment.photometric import FACE_MEAN, FACE_STD, normalize
 from equinv.augment.recipes import face_moco, make_view
 from equinv.augment.tps import PRESETS as TPS_PRESETS
@@ -53,7 +54,7 @@ from equinv.models.hypercolumn import Hypercolumn
 from equinv.models.projector import Projector, load_projector
 from equinv.train.config import JsonConfig
 from equinv.train.engine import Engine, Method, Position, step_seed, train
-from equinv.train.guards import check_options
+from equinv.train.guards import check_options, check_precision
 
 __all__ = ["ProjectConfig", "FeatureCache", "ProjectMethod", "build_model", "load_projector", "train_projector"]
 
@@ -66,7 +67,7 @@ class ProjectConfig(JsonConfig):
     """Everything that defines a projector run (saved as ``RUN/config.json``)."""
 
     run_kind = "projector run"
-    resumable = ("epochs", "device", "match_batch", "log_every")
+    resumable = ("epochs", "device", "precision", "channels_last", "match_batch", "log_every")
 
     backbone: str = "random"  # pretraining run dir, weights file, or "random" (seeded random init)
     arch: str = "resnet18"
@@ -93,6 +94,8 @@ class ProjectConfig(JsonConfig):
     batch_size: int = 32
     max_images: int | None = None
     seed: int = 0
+    precision: str = precision_lib.DEFAULT  # fp32 | bf16: the frozen trunk's pass (projector and loss in fp32)
+    channels_last: bool = False  # NHWC activations in the trunk (implied by bf16)
     device: str | None = None
     match_batch: int = 16
     feature_cache_gb: float = 4.0
@@ -134,6 +137,7 @@ class ProjectConfig(JsonConfig):
                                    "max_images", "match_batch", "log_every"),
                       positive=("softargmax_mul", "temperature", "power"),
                       nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
+        check_precision(self.precision)
         if self.mode not in ("reference", "paper"):
             raise InputError(f"--mode must be reference or paper, got {self.mode!r}")
         if _looks_like_test(self.val):
@@ -201,8 +205,11 @@ def _val_indices(n: int, pairs: int, seed: int) -> list[int]:
 
 def build_model(cfg: ProjectConfig, device: torch.device) -> tuple[Hypercolumn, Projector]:
     """The frozen hypercolumn of the configured backbone (the shared feature description) and a fresh projector."""
-    spec = FeatureSpec(backbone=cfg.backbone or "random", arch=cfg.arch, layers=cfg.layer, seed=cfg.seed)
+    check_precision(cfg.precision, device)
+    spec = FeatureSpec(backbone=cfg.backbone or "random", arch=cfg.arch, layers=cfg.layer, seed=cfg.seed,
+                       precision=cfg.precision, channels_last=cfg.channels_last)
     hc = hypercolumn_of(spec, grid=cfg.size).to(device).eval()
+    precision_lib.warn_if_emulated(cfg.precision, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         proj = Projector(hc.channels, cfg.dim, cfg.projector_mode, cfg.softargmax_mul)

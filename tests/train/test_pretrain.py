@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     # a wall-clock budget stops at a checkpoint (here after the first step); --resume ends identical too
     c = _run([*common, "--out", str(tmp_path / "c"), "--max-minutes", "0"])
     assert c.returncode == 0, c.stderr
-    assert "stopped at the time budget" in c.stdout
+    assert "stopped at the budget" in c.stdout
     assert Checkpoint(tmp_path / "c" / "checkpoints" / "last.safetensors").meta["global_step"] == 1
     assert (tmp_path / "c" / "backbone.safetensors").exists()
     r = _run(["pretrain", "--resume", str(tmp_path / "c"), "--quiet"])
