@@ -6,7 +6,9 @@ defaults, 16 heat-maps per landmark on the 32² grid; weights are random: speed 
 - predict img/s: ``run_predict`` on N JPEG files on disk (decode → frame → view → features → regressor →
   points in image pixels → JSON written row by row), batch B;
 - bound img/s: the trunk's forward pass alone on random ``(B, 3, 96, 96)`` tensors (no decoding, no head);
-- their ratio (target ≥ 0.8);
+- their ratio (target ≥ 0.8): the default prediction makes two network passes (the view and its mirror image,
+  for the flip-consistency confidence), so it is at most 0.5 of a one-pass bound by construction;
+- the same with ``--no-confidence`` (one pass) and its ratio;
 - peak resident memory of a predict run at batch B and at batch 4·B, and the difference per image.
 
     python bench/predict_throughput.py --images 256 --batch 32
@@ -58,13 +60,14 @@ def _bound(model, batch: int, reps: int) -> float:
     return batch * reps / (time.perf_counter() - t0)
 
 
-def _predict_rate(model_dir: Path, folder: Path, batch: int, out: Path) -> tuple[float, float]:
-    """img/s and peak RSS (MB) of ``equinv predict`` in a fresh process."""
+def _predict_rate(model_dir: Path, folder: Path, batch: int, out: Path, *extra: str) -> tuple[float, float]:
+    """img/s and peak RSS (MB) of ``equinv predict`` in a fresh process (``extra``: more predict flags)."""
     code = ("import resource, sys, time; from equinv.cli import main; t = time.perf_counter(); "
             "rc = main(sys.argv[1:]); dt = time.perf_counter() - t; "
             "print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     r = subprocess.run([sys.executable, "-c", code, "predict", str(model_dir), str(folder), "--out", str(out),
-                        "--batch", str(batch), "--quiet", "--force"], capture_output=True, text=True, check=True)
+                        "--batch", str(batch), "--quiet", "--force", *extra], capture_output=True, text=True,
+                       check=True)
     dt, rss = (float(v) for v in r.stdout.strip().splitlines()[-1].split())
     return len(list(folder.glob("*.jpg"))) / dt, rss
 
@@ -77,8 +80,9 @@ def main() -> None:
     a = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.images} images of 160x160 px, "
           f"batch {a.batch}")
-    print("| arch | predict img/s | bound img/s | ratio | peak RSS MB (B) | peak RSS MB (4B) | MB per image |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| arch | predict img/s | bound img/s | ratio | no-confidence img/s | ratio | peak RSS MB (B) "
+          "| peak RSS MB (4B) | MB per image |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rng = np.random.default_rng(0)
@@ -89,10 +93,11 @@ def main() -> None:
             model = _model(arch)
             model.save(tmp / arch)
             rate, rss = _predict_rate(tmp / arch, tmp / "img", a.batch, tmp / "p.json")
+            one, _ = _predict_rate(tmp / arch, tmp / "img", a.batch, tmp / "p.json", "--no-confidence")
             _, rss4 = _predict_rate(tmp / arch, tmp / "img", 4 * a.batch, tmp / "p.json")
             bound = _bound(model, a.batch, max(2, 128 // a.batch))
-            print(f"| {arch} | {rate:.1f} | {bound:.1f} | {rate / bound:.2f} | {rss:.0f} | {rss4:.0f} | "
-                  f"{(rss4 - rss) / (3 * a.batch):.2f} |")
+            print(f"| {arch} | {rate:.1f} | {bound:.1f} | {rate / bound:.2f} | {one:.1f} | {one / bound:.2f} | "
+                  f"{rss:.0f} | {rss4:.0f} | {(rss4 - rss) / (3 * a.batch):.2f} |")
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
 

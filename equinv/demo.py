@@ -4,7 +4,8 @@
    draw two augmented MoCo views of a batch (JPEG noise, random resized crop, colour jitter, PCA lighting,
    TPS warp, flip with left/right swap) with their landmarks moved exactly.
 2. Pretrain a ResNet18 with MoCo on the unlabeled faces for a short budget.
-3. Fit a landmark model on a few labelled faces (``equinv fit``'s code and defaults), once on the pretrained
+3. Fit a landmark model on a few labelled faces (``equinv fit``'s code and defaults: with this few labels, landmark
+   transfer, :mod:`equinv.landmarks.transfer`), once on the pretrained
    backbone and once on the random initialisation; predict held-out faces (``LandmarkModel.predict``, in their
    own pixels) and print the IOD error of both beside the mean training shape's — whatever they are.
 4. Draw the pretrained model's predictions and a landmark transfer (``equinv match``) from one face to others.
@@ -132,7 +133,10 @@ def run_demo(out: Path, n: int = 256, device: str | None = None, seed: int = 0, 
     iod = {"pretrained": _iod(pred, truth), "random_init": _iod(pred_random, truth),
            "mean_shape": _iod(np.broadcast_to(shape, truth.shape), truth)}
     model.save(out / "model")
-    print(f"  fit on {labelled} labelled faces ({steps} steps, {time.perf_counter() - t0:.0f} s for both), "
+    from equinv.landmarks.fit import summary as fit_summary
+
+    how = fit_summary(model).split(", ", 1)[1]  # the head and how it was set, e.g. "landmark transfer, window 2 ..."
+    print(f"  fit on {labelled} labelled faces ({how}; {time.perf_counter() - t0:.0f} s for both), "
           f"{len(paths)} held-out faces: IOD {iod['pretrained']:.1f}% pretrained, {iod['random_init']:.1f}% "
           f"random init, {iod['mean_shape']:.1f}% mean training shape")
     summary.update(held_out_iod_percent=iod, model=str(out / "model"), labelled=labelled)

@@ -47,7 +47,7 @@ def _spread(model, views: torch.Tensor) -> np.ndarray:
 
 def main() -> None:
     cfg = FitConfig(train="synthetic:48?size=64", val="synthetic:16?size=64&seed=2", features=FeatureSpec(grid=24),
-                    steps=120, n_heatmaps=8, device="cpu")
+                    steps=120, n_heatmaps=8, device="cpu", head="regressor")
     model, _ = fit_model(cfg)
     recs = read_index("synthetic:64?size=64&seed=5").records
     truth = np.stack([r.landmarks for r in recs])

@@ -53,7 +53,7 @@ def _config(backbone: str, n: int, name: str, root: str, cache: str) -> FitConfi
     grid = s.pop("grid", None)
     train, val, _ = _specs(root, n)
     cfg = FitConfig(train=train, val=val, features=FeatureSpec(backbone=backbone, arch="resnet18"), device="cpu",
-                    cache_dir=cache, **s)
+                    cache_dir=cache, head="regressor", **s)
     return replace(cfg, features=replace(cfg.features, grid=grid)) if grid else cfg
 
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                     wd=args.wd, batch_size=args.batch_size, n_heatmaps=args.n_heatmaps,
                     softargmax_mul=args.softargmax_mul, heatmap_init_std=args.heatmap_init_std,
                     input_scale=args.input_scale, anchor=not args.no_anchor, tps_copies=args.tps_copies,
-                    seed=args.seed, limit=args.limit,
+                    seed=args.seed, limit=args.limit, head=args.head,
                     device=args.device, cache_dir=args.cache_dir)
     model = fit(cfg, args.out, force=args.force, progress=not args.quiet)
     print(f"{summary(model)} -> {args.out}")
@@ -67,6 +67,11 @@ def register(sub) -> None:
     p.add_argument("--val", default=None, metavar="SPEC", help="labelled validation images: the best step count "
                    "is kept and the model's validation metrics recorded")
     p.add_argument("--limit", type=positive_int, default=None, help="use the first N training images")
+    p.add_argument("--head", choices=("auto", "regressor", "transfer"), default="auto",
+                   help="what predicts the landmarks: 'regressor' (heat-map regressor trained for --steps), 'transfer' "
+                   "(no training: each labelled example's landmark descriptors matched in a window around the mean "
+                   "shape, window and temperature chosen by leave-one-out; for few labels), or 'auto' (default: with "
+                   "--val both, the better kept; without, transfer up to 64 labelled images, else the regressor)")
     p.add_argument("--steps", type=positive_int, default=600, help="optimiser steps (default 600)")
     p.add_argument("--lr", type=positive_float, default=3e-2, help="Adam learning rate (default 3e-2)")
     p.add_argument("--wd", type=nonneg_float, default=5e-4, help="weight decay (default 5e-4)")

@@ -3,7 +3,8 @@
 A model directory holds two files; loading runs no code (safetensors + JSON only):
 
 * ``model.safetensors`` — the weights the model needs: ``source.*`` (the frozen trunk, and the projector,
-  NMF parts or DVE network of its source) and ``regressor.*`` (the keypoint regressor);
+  NMF parts or DVE network of its source) and ``regressor.*`` (the head: the keypoint regressor, or, for a
+  ``transfer`` head, the labelled examples' descriptors, visibility, mean shape and spread);
 * ``model.json`` — the format version, the feature source (:class:`~equinv.features.spec.FeatureSpec` and
   what rebuilding it needs), the regressor's shape, the input size and normalisation, the framing of the
   training data, the landmark names and left/right pairs, the training data and settings, validation metrics
@@ -32,6 +33,7 @@ from equinv.features.sources import source_skeleton
 from equinv.features.spec import FeatureSpec
 from equinv.features.stats import prepare_input
 from equinv.models.regressor import KeypointRegressor
+from equinv.models.transfer_head import TransferHead
 
 FORMAT = "equinv-landmark-model"
 FORMAT_VERSION = 1
@@ -61,7 +63,7 @@ class LandmarkModel:
     """
 
     source: nn.Module
-    regressor: KeypointRegressor
+    regressor: KeypointRegressor | TransferHead
     meta: dict
 
     # -- what it is ------------------------------------------------------------------------------------------
@@ -80,7 +82,8 @@ class LandmarkModel:
     @property
     def device(self) -> torch.device:
         """Where the model's weights are."""
-        return next(self.regressor.parameters()).device
+        return next(self.regressor.buffers(), None).device if isinstance(self.regressor, TransferHead) \
+            else next(self.regressor.parameters()).device
 
     def to(self, device) -> LandmarkModel:
         """Move the model to ``device`` (in place); returns it."""
@@ -178,6 +181,20 @@ def _load_state(module: nn.Module, state: dict[str, Tensor], what: str, path: Pa
         raise InputError(f"{what} weights do not fit the model description ({first})", path) from None
 
 
+def _head_skeleton(r: dict, tensors: dict[str, Tensor]) -> nn.Module:
+    """The head ``model.json`` describes (``kind``: ``regressor``, the default, or ``transfer``), to load into."""
+    if r.get("kind", "regressor") == "transfer":
+        n, k, c = int(r["n_examples"]), int(r["n_landmarks"]), sum(r["channels"])
+        return TransferHead(tuple(r["channels"]), torch.zeros(n, k, c), torch.zeros(n, k, dtype=torch.bool),
+                            torch.zeros(k, 2), torch.ones(k), float(r["window"]), float(r["temperature"]))
+    if r.get("kind", "regressor") != "regressor":
+        raise ValueError(f"unknown head kind {r['kind']!r}")
+    return KeypointRegressor(tuple(r["channels"]), int(r["n_landmarks"]), n_heatmaps=int(r["n_heatmaps"]),
+                             softargmax_mul=float(r["softargmax_mul"]),
+                             input_scale=torch.ones(sum(r["channels"])) if r.get("input_scale") else None,
+                             bias=bool(r.get("bias")))
+
+
 def load_model(directory: str | Path, device="cpu") -> LandmarkModel:
     """The landmark model saved in ``directory`` (by ``equinv fit``), on ``device``."""
     d = Path(directory)
@@ -187,10 +204,7 @@ def load_model(directory: str | Path, device="cpu") -> LandmarkModel:
         spec = FeatureSpec.from_dict(meta["features"])
         r = meta["regressor"]
         source = source_skeleton(spec, meta.get("source_config") or {}, "cpu")
-        reg = KeypointRegressor(tuple(r["channels"]), int(r["n_landmarks"]), n_heatmaps=int(r["n_heatmaps"]),
-                                softargmax_mul=float(r["softargmax_mul"]),
-                                input_scale=torch.ones(sum(r["channels"])) if r.get("input_scale") else None,
-                                bias=bool(r.get("bias")))
+        reg = _head_skeleton(r, tensors)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"malformed model description ({type(e).__name__}: {e})", d / META) from None
     _load_state(source, {k[7:]: v for k, v in tensors.items() if k.startswith("source.")}, "feature source",

@@ -28,7 +28,8 @@ TEST = "synthetic:12?size=64&seed=1"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("model")
-    cfg = FitConfig(train=TRAIN, val=VAL, features=FeatureSpec(grid=24), steps=120, n_heatmaps=8, device="cpu")
+    cfg = FitConfig(train=TRAIN, val=VAL, features=FeatureSpec(grid=24), steps=120, n_heatmaps=8, device="cpu",
+                    head="regressor")
     model, _ = fit_model(cfg)
     model.save(d)
     return d
@@ -196,7 +197,7 @@ def test_fit_never_keeps_a_model_worse_than_the_mean_shape_on_val():
     """With an anchor and --val, the starting mean shape is a candidate (epoch 0): a fit whose every step count
     validates worse than it (one step at a huge learning rate) keeps it, and its validation equals the mean shape's."""
     cfg = FitConfig(train="synthetic:8?size=64", val=VAL, features=FeatureSpec(grid=12), steps=2, n_heatmaps=2,
-                    lr=50.0, batch_size=8, device="cpu")
+                    lr=50.0, batch_size=8, device="cpu", head="regressor")
     model, info = fit_model(cfg)
     v = model.meta["validation"]
     assert info["history"][0]["epoch"] == 0 and info["selected_epoch"] == 0
@@ -206,7 +207,7 @@ def test_fit_never_keeps_a_model_worse_than_the_mean_shape_on_val():
 
 def test_fit_with_tps_copies_trains_on_warped_copies():
     cfg = FitConfig(train="synthetic:6?size=64", features=FeatureSpec(grid=12), steps=3, n_heatmaps=2,
-                    tps_copies=3, device="cpu")
+                    tps_copies=3, device="cpu", head="regressor")
     model, _ = fit_model(cfg)
     t = model.meta["training"]
     assert t["rows"] == 6 and t["tps_copies"] == 3
