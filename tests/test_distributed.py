@@ -53,12 +53,14 @@ def _workers(launcher: int) -> dict[int, int]:
 
 
 def _training(launcher: subprocess.Popen, run: Path) -> dict[int, int]:
-    """Wait until rank 0 holds the run's lock (training has started); the workers' pids by rank."""
+    """Wait until rank 0 holds the run's lock and has logged a step (so the data-preparation barrier, whose wait
+    may take ``PREPARE_FACTOR`` timeouts, is behind both ranks); the workers' pids by rank."""
     for _ in range(2400):
         assert launcher.poll() is None, "torchrun ended early"
-        lock = run / ".lock"
+        lock, log = run / ".lock", run / "log.jsonl"
         workers = _workers(launcher.pid)
-        if len(workers) == 2 and lock.is_file() and lock.read_text().strip() == str(workers[0]):
+        if (len(workers) == 2 and lock.is_file() and lock.read_text().strip() == str(workers[0])
+                and log.is_file() and log.stat().st_size > 0):
             return workers
         time.sleep(0.05)
     raise AssertionError("training never started")
@@ -79,7 +81,7 @@ def test_hung_rank_ends_the_job(tmp_path):
     workers = _training(job, run)
     os.kill(workers[1], signal.SIGSTOP)  # rank 1 hangs
     try:
-        job.wait(timeout=300)
+        job.wait(timeout=120)  # a collective times out after 10 s
     finally:
         for pid in workers.values():
             if not _gone(pid):
