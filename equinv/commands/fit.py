@@ -50,9 +50,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "fit",
         help="train a landmark model on labelled images and save it (then: equinv predict MODEL_DIR ...)",
-        description="Train the landmark regressor (the same training code as `equinv eval regress`) on frozen "
-        "features of any source, from a labelled dataset spec, and save a self-contained model directory: "
-        "model.safetensors (the trunk, projector/parts/DVE net if any, and the regressor) and model.json (feature "
+        description="Fit a landmark head on frozen features of any source, from a labelled dataset spec: the "
+        "heat-map regressor (the same training code as `equinv eval regress`) or, for few labels, landmark "
+        "transfer (--head; default auto), and save a self-contained model directory: "
+        "model.safetensors (the trunk, projector/parts/DVE net if any, and the head) and model.json (feature "
         "source, input size and normalisation, the framing of the training data, landmark names and left/right "
         "pairs, training data and settings, validation metrics beside the mean training shape's, versions). "
         "Defaults are chosen for short CPU runs and few labels (docs/landmarks.md): a softmax multiplier of 3, "
@@ -64,8 +65,9 @@ def register(sub) -> None:
     )
     add_feature_args(p, grid="32; a single layer or DVE map: its native side", readout="linear")
     p.add_argument("--train", required=True, metavar="SPEC", help="labelled training images: " + SPEC_HELP)
-    p.add_argument("--val", default=None, metavar="SPEC", help="labelled validation images: the best step count "
-                   "is kept and the model's validation metrics recorded")
+    p.add_argument("--val", default=None, metavar="SPEC", help="labelled validation images: the regressor's best "
+                   "step count and (with --head auto) the better head are kept, and the model's validation metrics "
+                   "recorded")
     p.add_argument("--limit", type=positive_int, default=None, help="use the first N training images")
     p.add_argument("--head", choices=("auto", "regressor", "transfer"), default="auto",
                    help="what predicts the landmarks: 'regressor' (heat-map regressor trained for --steps), 'transfer' "
