@@ -1,7 +1,8 @@
 """``equinv predict`` throughput against the backbone's own forward-only bound, and memory per image.
 
-For ResNet18 and ResNet50 hypercolumn landmark models (96-px views, 5 landmarks, the regressor of ``equinv fit``'s
-defaults, 16 heat-maps per landmark on the 32² grid; weights are random: speed does not depend on them) it prints
+For ResNet18 and ResNet50 hypercolumn landmark models (96-px views, 5 landmarks) with each of ``equinv fit``'s heads
+(the regressor: 16 heat-maps per landmark on the 32² grid; landmark transfer: 10 examples, the window fit chose on
+10 MTFL faces; weights are random: speed does not depend on them) it prints
 
 - predict img/s: ``equinv predict`` (its CLI entry point) on JPEG files on disk (decode → frame → view →
   features → regressor → points in image pixels → JSON written row by row), batch B, as a steady-state rate: in
@@ -30,20 +31,39 @@ import numpy as np
 import torch
 from PIL import Image
 
+#: The transfer head's examples: five face landmarks (normalised), their spread and window as fit chose them for
+#: 10 MTFL faces (docs/landmarks.md); the cost depends on these sizes, not on the descriptors' values.
+SHAPE = [[-0.25, -0.31], [0.36, -0.31], [0.10, 0.06], [-0.21, 0.35], [0.28, 0.36]]
+SPREAD = [0.064, 0.075, 0.090, 0.100, 0.106]
 
-def _model(arch: str):
+
+def _head(kind: str, channels, n_examples: int):
+    """A fit-shaped head with random weights: the regressor (16 heat-maps per landmark on 32²) or transfer."""
+    from equinv.models.regressor import KeypointRegressor
+    from equinv.models.transfer_head import TransferHead
+
+    if kind == "regressor":
+        head = KeypointRegressor(channels, 5, n_heatmaps=16, softargmax_mul=3.0).eval()
+        return head, {"kind": "regressor", "channels": list(channels), "n_landmarks": 5, "n_heatmaps": 16,
+                      "softargmax_mul": 3.0, "grid": 32, "input_scale": False, "bias": False}
+    desc = torch.nn.functional.normalize(torch.randn(n_examples, 5, sum(channels)), dim=-1)
+    head = TransferHead(channels, desc, torch.ones(n_examples, 5, dtype=torch.bool), torch.tensor(SHAPE),
+                        torch.tensor(SPREAD), 2.0, 0.005)
+    return head, {"kind": "transfer", "channels": list(channels), "n_landmarks": 5, "n_examples": n_examples,
+                  "grid": 48, "window": 2.0, "temperature": 0.005, "shape_only": False}
+
+
+def _model(arch: str, kind: str = "regressor", n_examples: int = 10):
     from equinv.data.preprocess import FACE_CONTEXT
     from equinv.features.sources import build_source, source_config
     from equinv.features.spec import FeatureSpec
     from equinv.landmarks.model import FORMAT, FORMAT_VERSION, LandmarkModel
-    from equinv.models.regressor import KeypointRegressor
 
     src = build_source(FeatureSpec(arch=arch, grid=32))
-    reg = KeypointRegressor(src.channels, 5, n_heatmaps=16, softargmax_mul=3.0).eval()
+    reg, desc = _head(kind, src.channels, n_examples)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "features": src.spec.as_dict(),
             "source_config": source_config(src),
-            "regressor": {"channels": list(src.channels), "n_landmarks": 5, "n_heatmaps": 16, "softargmax_mul": 3.0,
-                          "grid": 32, "input_scale": False, "bias": False},
+            "regressor": desc,
             "input": {"image_size": 96, "stats": "face"},
             "framing": {"kind": "folder", "crop": "whole", "context": FACE_CONTEXT, "box_scale": 2.17,
                         "landmark_scale": 3.88, "landmark_extent": None},
@@ -92,12 +112,14 @@ def main() -> None:
     p.add_argument("--images", type=int, default=256, help="JPEG files to predict (default 256)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--archs", default="resnet18,resnet50")
+    p.add_argument("--heads", default="regressor,transfer",
+                   help="fit's heads to time: regressor (16 heat-maps a landmark on 32²) and transfer (10 examples)")
     a = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.images} images of 160x160 px, "
           f"batch {a.batch}")
-    print("| arch | predict img/s | bound img/s | ratio | no-confidence img/s | bound img/s | ratio | start-up s "
-          "| peak RSS MB (B) | peak RSS MB (4B) | MB per image |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| arch | head | predict img/s | bound img/s | ratio | no-confidence img/s | bound img/s | ratio "
+          "| start-up s | peak RSS MB (B) | peak RSS MB (4B) | MB per image |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rng = np.random.default_rng(0)
@@ -108,13 +130,13 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(path)
             if i < a.images // 2:
                 (tmp / "img" / "half" / path.name).hardlink_to(path)
-        for arch in a.archs.split(","):
-            model = _model(arch)
-            model.save(tmp / arch)
-            two = _predict_rate(tmp / arch, tmp / "img", a.batch, tmp / "p.json")
-            one = _predict_rate(tmp / arch, tmp / "img", a.batch, tmp / "p.json", "--no-confidence")
-            big = _predict_rate(tmp / arch, tmp / "img", 4 * a.batch, tmp / "p.json")
-            print(f"| {arch} | {two['rate']:.1f} | {two['bound']:.1f} | {two['rate'] / two['bound']:.2f} | "
+        for arch, head in ((x, h) for x in a.archs.split(",") for h in a.heads.split(",")):
+            d = tmp / f"{arch}_{head}"
+            _model(arch, head).save(d)
+            two = _predict_rate(d, tmp / "img", a.batch, tmp / "p.json")
+            one = _predict_rate(d, tmp / "img", a.batch, tmp / "p.json", "--no-confidence")
+            big = _predict_rate(d, tmp / "img", 4 * a.batch, tmp / "p.json")
+            print(f"| {arch} | {head} | {two['rate']:.1f} | {two['bound']:.1f} | {two['rate'] / two['bound']:.2f} | "
                   f"{one['rate']:.1f} | {one['bound']:.1f} | {one['rate'] / one['bound']:.2f} | {two['startup']:.1f} | "
                   f"{two['rss']:.0f} | {big['rss']:.0f} | {(big['rss'] - two['rss']) / (3 * a.batch):.2f} |")
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")

@@ -25,12 +25,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: Images described at once in :meth:`TransferHead.forward` (ResNet50: 3,840 channels × ~1,000 cells × 4 B ≈ 15 MB
+#: an image).
+CHUNK = 8
+
 
 def describe(maps: Sequence[Tensor], size: int) -> Tensor:
     """``(B, C, size, size)`` descriptors of per-layer maps: upsampled, L2-normalised per layer, / layers."""
     ups = [F.normalize(F.interpolate(m.float(), size=(size, size), mode="bilinear", align_corners=False), dim=1)
            for m in maps]
     return torch.cat(ups, dim=1) / len(ups)
+
+
+def describe_at(maps: Sequence[Tensor], points: Tensor) -> Tensor:
+    """``(B, C, P)``: :func:`describe`'s descriptors at grid-cell centres ``points`` ``(P, 2)`` only, read from
+    the native maps (bilinear with border clamping is what ``interpolate(align_corners=False)`` computes at a
+    cell centre, so the values equal :func:`describe`'s there without building the whole grid)."""
+    grid = points[None, None].to(maps[0].dtype)
+    cols = [F.normalize(F.grid_sample(m.float(), grid.expand(m.shape[0], -1, -1, -1).float(), mode="bilinear",
+                                      padding_mode="border", align_corners=False)[:, :, 0], dim=1) for m in maps]
+    return torch.cat(cols, dim=1) / len(cols)
 
 
 def sample_at(dense: Tensor, points: Tensor) -> Tensor:
@@ -101,12 +115,15 @@ class TransferHead(nn.Module):
         b = maps[0].shape[0]
         if bool(self.shape_only):
             return self.shape[None].expand(b, -1, -1).clone()
-        dense = describe(maps, size).flatten(2)  # (B, C, P)
-        points = grid_points(size, dense.device)
+        points = grid_points(size, maps[0].device)
         radius = self.window * self.spread
-        # only the cells some window can reach enter the similarity (a small share of the grid)
+        # only the cells some window can reach are described and compared (a small share of the grid)
         near = ((points[None] - self.shape[:, None]).norm(dim=-1) <= radius[:, None] + 2.0 / size).any(0)
-        idx = near.nonzero()[:, 0]
-        sim = torch.einsum("nkc,bcp->bnkp", self.descriptors, dense[:, :, idx])
-        cands = candidates(sim, self.shape, radius, self.temperature, points[idx])
-        return vote(cands, self.visible[None], self.shape)
+        pts = points[near.nonzero()[:, 0]]
+        out = []
+        for s in range(0, b, CHUNK):  # a chunk's (CHUNK, C, P) descriptors bound the memory whatever the batch
+            part = [m[s : s + CHUNK] for m in maps]
+            sim = torch.einsum("nkc,bcp->bnkp", self.descriptors, describe_at(part, pts))
+            out.append(vote(candidates(sim, self.shape, radius, self.temperature, pts), self.visible[None],
+                            self.shape))
+        return torch.cat(out)

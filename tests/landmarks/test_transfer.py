@@ -131,3 +131,15 @@ def test_fit_auto_with_val_keeps_the_better_head():
     kept = model.meta["regressor"]["kind"]
     assert v["iod_error_percent"] == pytest.approx(min(c["iod_error_percent"] for c in choice.values()))
     assert v["iod_error_percent"] == pytest.approx(choice[kept]["iod_error_percent"])
+
+
+def test_describe_at_cell_centres_equals_the_whole_grid():
+    gen = torch.Generator().manual_seed(7)
+    maps = [torch.randn(2, 6, 3, 3, generator=gen), torch.randn(2, 4, 6, 6, generator=gen),
+            torch.randn(2, 3, 12, 12, generator=gen)]
+    from equinv.models.transfer_head import describe_at
+
+    pts = grid_points(12)
+    assert torch.allclose(describe_at(maps, pts), describe(maps, 12).flatten(2), atol=1e-6)
+    assert torch.allclose(describe_at(maps, pts[[0, 5, 143]]), describe(maps, 12).flatten(2)[:, :, [0, 5, 143]],
+                          atol=1e-6)
