@@ -79,6 +79,20 @@ def inputs(x: Tensor, precision: str, channels_last: bool = False) -> Tensor:
     return x
 
 
+def run(fn, x: Tensor, precision: str, channels_last: bool = False):
+    """``fn(x)`` at ``precision`` with ``x`` in its memory order (exactly ``fn(x)`` for contiguous fp32)."""
+    if check(precision) == "fp32":  # no autocast context at all: some device types (meta) have none
+        return fn(inputs(x, precision, channels_last))
+    with autocast(x.device, precision):
+        return fn(inputs(x, precision, channels_last))
+
+
+def plain(t: Tensor, precision: str, channels_last: bool = False) -> Tensor:
+    """An output of a pass at ``precision`` as float32 in the default memory order (``t`` itself, whatever its
+    dtype, after a contiguous fp32 pass)."""
+    return t if not channels_last_of(precision, channels_last) else t.float().contiguous()
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device | str, precision: str) -> Iterator[None]:
     """Run the enclosed network passes at ``precision`` (a no-op for ``fp32``)."""

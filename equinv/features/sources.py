@@ -114,11 +114,8 @@ class DVESource(nn.Module):
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=True)
-        if self.precision == "fp32" and not self.channels_last:
-            return [self.net(x)]
-        with precision_lib.autocast(x.device, self.precision):
-            out = self.net(precision_lib.inputs(x, self.precision, self.channels_last))
-        return [out.float().contiguous()]
+        out = precision_lib.run(self.net, x, self.precision, self.channels_last)
+        return [precision_lib.plain(out, self.precision, self.channels_last)]
 
 
 def _freeze(module: nn.Module, device) -> nn.Module:

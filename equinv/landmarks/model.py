@@ -82,8 +82,7 @@ class LandmarkModel:
     @property
     def device(self) -> torch.device:
         """Where the model's weights are."""
-        return next(self.regressor.buffers(), None).device if isinstance(self.regressor, TransferHead) \
-            else next(self.regressor.parameters()).device
+        return next(iter(self.regressor.state_dict().values())).device  # a transfer head has buffers only
 
     def to(self, device) -> LandmarkModel:
         """Move the model to ``device`` (in place); returns it."""

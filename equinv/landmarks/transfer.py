@@ -27,15 +27,13 @@ MAX_HELD_OUT = 64
 MIN_SPREAD = 0.02
 
 
-def _describe_rows(fs: FeatureSet, rows: np.ndarray, grid: int, device, batch: int = 32) -> tuple[Tensor, Tensor]:
-    """Descriptors ``(n, K, C)`` at the labelled points of ``rows`` and their dense maps ``(n, C, P)``."""
-    descs, dense = [], []
-    for s in range(0, len(rows), batch):
-        idx = rows[s : s + batch]
-        d = describe(fs.batch(idx, device), grid)
-        descs.append(sample_at(d, fs.landmarks[idx].float().to(device)))
-        dense.append(d.flatten(2))
-    return torch.cat(descs), torch.cat(dense)
+def _landmark_descriptors(fs: FeatureSet, grid: int, device, batch: int = 32) -> Tensor:
+    """``(N, K, C)`` descriptors at the labelled points of every row (one batch of dense maps held at a time)."""
+    descs = []
+    for s in range(0, len(fs), batch):
+        idx = np.arange(s, min(s + batch, len(fs)))
+        descs.append(sample_at(describe(fs.batch(idx, device), grid), fs.landmarks[idx].float().to(device)))
+    return torch.cat(descs)
 
 
 def shape_and_spread(points: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,7 +63,7 @@ def fit_transfer(fs: FeatureSet, channels, grid: int, device="cpu") -> tuple[Tra
     """The transfer head of the labelled rows of ``fs`` and how it was chosen (held-out errors per setting)."""
     n = len(fs)
     points, visible = fs.landmarks.float().to(device), fs.visible.bool().to(device)
-    desc, _ = _describe_rows(fs, np.arange(n), grid, device)
+    desc = _landmark_descriptors(fs, grid, device)
     shape, spread = shape_and_spread(points, visible)
     if n < 2:
         head = TransferHead(channels, desc, visible, shape, spread, *DEFAULT)
@@ -77,7 +75,7 @@ def fit_transfer(fs: FeatureSet, channels, grid: int, device="cpu") -> tuple[Tra
     pts = grid_points(grid, device)
     for s in range(0, len(held), 8):
         rows = held[s : s + 8]
-        _, dense = _describe_rows(fs, rows, grid, device)
+        dense = describe(fs.batch(rows, device), grid).flatten(2)  # (b, C, P)
         sim = torch.einsum("nkc,bcp->bnkp", desc, dense)  # (b, N, K, P)
         centre, rad = _loo_shapes(points, visible, rows)
         valid = visible[None] & torch.from_numpy(np.arange(n)[None, :, None] != rows[:, None, None]).to(device)

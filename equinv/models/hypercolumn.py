@@ -96,13 +96,8 @@ class Hypercolumn(nn.Module):
 
     def maps(self, x: Tensor) -> list[Tensor]:
         """Each tap at its native resolution, in stacking order (normalised per pixel if asked)."""
-        if self.precision == "fp32" and not self.channels_last:
-            feats = self.extractor(x)
-            out = [feats[t] for t in self.taps]
-        else:
-            with precision_lib.autocast(x.device, self.precision):
-                feats = self.extractor(precision_lib.inputs(x, self.precision, self.channels_last))
-            out = [feats[t].float().contiguous() for t in self.taps]
+        feats = precision_lib.run(self.extractor, x, self.precision, self.channels_last)
+        out = [precision_lib.plain(feats[t], self.precision, self.channels_last) for t in self.taps]
         if self.normalize:
             out = [F.normalize(f, dim=1) for f in out]
         return out

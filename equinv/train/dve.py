@@ -195,8 +195,7 @@ class DVEMethod(Method):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         x1, x2, grid = make_pairs(batch, cfg.size, cfg.input_size, gen)
-        with precision_lib.autocast(self.device, cfg.precision):
-            feats = self.model(precision_lib.inputs(torch.cat((x1, x2)), cfg.precision, cfg.channels_last))
+        feats = precision_lib.run(self.model, torch.cat((x1, x2)), cfg.precision, cfg.channels_last)
         f1, f2 = feats.float().chunk(2)
         loss = dve_loss(f1, f2, grid.to(self.device), cfg.normalize_vectors, cfg.power, chunk=cfg.loss_chunk)
         self.optimizer.zero_grad(set_to_none=True)

@@ -89,8 +89,7 @@ def test_leave_one_out_choice_beats_the_mean_shape_or_keeps_it():
     assert len(info["table"]) == 12 and (head.window, head.temperature) == (info["window"], info["temperature"])
     # features without landmark information: no setting may beat the mean shape by chance much
     noise = _featureset(12, 5)
-    noise.maps = [torch.rand_like(noise.maps[0].float(), generator=None).half()]
-    torch.manual_seed(0)
+    noise.maps = [torch.rand(noise.maps[0].shape, generator=torch.Generator().manual_seed(0)).half()]
     head2, info2 = fit_transfer(noise, (7,), S)
     assert info2["shape_only"] == (info2["held_out_error"] >= info2["held_out_mean_shape_error"])
     _, one = fit_transfer(_featureset(1, 6), (7,), S)
