@@ -223,6 +223,62 @@ def test_results_claims_on_fake_outputs(tmp_path):
         assert title in page
 
 
+def _with_preset(cfg: dict) -> dict:
+    pre = dict(cfg["faces"]["pretrain"], extra=[*cfg["faces"]["pretrain"]["extra"], "--head", "mlp"])
+    return {**cfg, "presets": [{"name": "small", "label": "small-data preset", "pretrain": pre,
+                                "project": dict(cfg["faces"]["project"], dims=[32])}]}
+
+
+def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
+    cfg = _with_preset(load_config("smoke"))
+    steps = build_plan(cfg, str(tmp_path / "run"))
+    by = {s.name: s for s in steps}
+    # the paper recipe's steps are unchanged (same commands, so their archived runs stay done)
+    base = {s.name: s.argv for s in build_plan(load_config("smoke"), str(tmp_path / "run"))}
+    assert all(by[n].argv == argv for n, argv in base.items())
+    new = [s.name for s in steps if s.name not in base]
+    assert new == ["faces_small_pretrain", "faces_regress_small_hc", "faces68_regress_small_hc",
+                   "faces_match_small_hc", "faces_small_project_d32", "faces_match_small_proj_d32"]
+    pre = by["faces_small_pretrain"]
+    assert pre.out == str(tmp_path / "run/faces_small/pretrain") and pre.argv[-2:] == ["--head", "mlp"]
+    assert pre.resume_argv[:3] == ["pretrain", "--resume", pre.out]
+    # scored with the same commands as the paper recipe's hypercolumn, on the preset's backbone
+    for ours, paper in (("faces_regress_small_hc", "faces_regress_hc"), ("faces68_regress_small_hc",
+                                                                          "faces68_regress_hc"),
+                        ("faces_match_small_hc", "faces_match_hc")):
+        swap = [pre.out if a == by["faces_pretrain"].out else a.replace("/hc", "/small_hc") for a in by[paper].argv]
+        assert by[ours].argv == swap and by[ours].deps == ["faces_small_pretrain"], ours
+    proj = by["faces_small_project_d32"]
+    assert proj.argv[proj.argv.index("--backbone") + 1] == pre.out and proj.deps == ["faces_small_pretrain"]
+    assert by["faces_match_small_proj_d32"].deps == ["faces_small_pretrain", "faces_small_project_d32"]
+
+    _fake_regression(by["faces_regress_small_hc"], {"test": 4.0, "val": 3.9})
+    _fake_regression(by["faces_regress_random"], {"test": 5.0, "val": 5.1})
+    _fake_regression(by["faces_regress_dve"], {"test": 3.5, "val": 3.4})
+    _fake_regression(by["faces68_regress_small_hc"], {"test": 9.0, "val": 8.0})
+    _fake_regression(by["faces68_regress_random"], {"test": 10.0, "val": 9.0})
+    _fake_match(by["faces_match_small_hc"], 0.7, 7.0)
+    _fake_match(by["faces_match_random"], 0.9, 6.0)
+    _fake_match(by["faces_match_dve"], 0.8, 3.0)
+    _fake_match(by["faces_match_small_proj_d32"], 0.8, 2.5)
+    page = write_results(cfg, steps, tmp_path / "results.md").read_text()
+    claims = {m.group(1): m.group(2) for m in re.finditer(r"^- \*\*(.+?)\*\*: (.+)$", page, flags=re.M)}
+    P_ = "small-data preset: "
+    assert claims[P_ + "the contrastive hypercolumn beats a random-init network on 5-point faces (test)"].startswith(
+        "holds (small 4.00 vs random 5.00)")
+    assert claims[P_ + "the contrastive hypercolumn beats DVE trained for the paper recipe's wall-clock on 5-point "
+                  "faces (test)"].startswith("does not hold (small 4.00 vs DVE 3.50)")
+    assert claims[P_ + "the contrastive hypercolumn beats random init on 300-W (test)"].startswith("holds")
+    assert claims[P_ + "the hypercolumn beats random init on different-identity matching"].startswith(
+        "does not hold (small 7.00 vs random 6.00)")
+    assert claims[P_ + "projected features (32-D) beat DVE on different-identity matching"].startswith(
+        "holds (small projected 2.50 vs DVE 3.00)")
+    # the rows sit in the paper recipe's tables
+    assert "| ours, resnet18 hypercolumn, small-data preset | 3.90 | 4.00 | 7 |" in page
+    assert "| ours + projector 32-D, small-data preset | 0.80 | 2.50 |" in page
+    assert "| ours, resnet18 hypercolumn, small-data preset | 8.00 | 9.00 |" in page
+
+
 def test_paper_numbers_match_paper_text():
     if not PAPER_TXT.is_file():
         pytest.skip(f"{PAPER_TXT} not found")

@@ -19,6 +19,7 @@ from equinv.commands.options import (
 )
 from equinv.errors import InputError
 from equinv.outputs import check_dir
+from equinv.train.presets import PRESETS
 
 
 def _is_dve_run(run: Path) -> bool:
@@ -54,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
     }
     check_dir(args.resume or args.out, "--resume" if args.resume else "--out")
     if args.resume:  # only the options given on the command line: the library applies or refuses them
+        if args.preset is not None:
+            raise InputError("--preset is fixed when a run starts (its config.json records it): drop it with --resume")
         given = {**values, **({"data": list(args.data)} if args.data else {}), **({"flip": True} if args.flip else {})}
         pretrain(PretrainConfig.resume(args.resume, given), resume=True, progress=not args.quiet)
         return 0
     if not args.data:
         raise InputError("give --data KIND:PATH (repeatable) or --resume RUN_DIR")
-    cfg = PretrainConfig(data=list(args.data), out=args.out, flip=args.flip, **values)
+    cfg = PretrainConfig.from_preset(args.preset or "paper", data=list(args.data), out=args.out, flip=args.flip,
+                                     **values)
     pretrain(cfg, progress=not args.quiet)
     return 0
 
@@ -85,6 +89,11 @@ def register(sub) -> None:
     p.add_argument("--init", metavar="WEIGHTS", default=None,
                    help="start from trunk weights: a torchvision state dict (e.g. ImageNet .pth), "
                    "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="recipe the other options start from: paper (default; the reference's MoCo v1, used by the "
+                   "paper's tables) or small (a few thousand images, an hour of compute: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["small"].items())
+                   + "; docs/pretraining.md). Options given explicitly override it")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")
     p.add_argument("--queue", type=positive_int, default=None, help="MoCo queue size K (default 4096)")

@@ -11,6 +11,8 @@ Layout under the run root ``OUT`` (``runs/repro`` by default)::
     faces/limited/{hc,proj_d64,dve,random}, faces/limited/compare        Table 12 / Fig. 4a
     faces68/regress/{hc,random,dve}                                      300-W (Table 10 column)
     birds/pretrain, birds/dve, birds/regress/{hc,random,dve}            CUB (Tables 2, 13)
+    faces_NAME/{pretrain,project_dD}, faces/regress/NAME_hc, faces68/regress/NAME_hc,
+    faces/match/{NAME_hc,NAME_proj_dD}                                   presets (config ``presets``)
     feature_cache/                                                       frozen features, shared
 """
 
@@ -84,7 +86,7 @@ class _Builder:
         return step
 
     # -- representation learning -------------------------------------------------------------------------
-    def pretrain(self, prefix: str, data: list[str], c: dict, n: int, table: str) -> Step:
+    def pretrain(self, prefix: str, data: list[str], c: dict, n: int, table: str, label: str = "") -> Step:
         out = self.d(prefix, "pretrain")
         cap = ["--max-minutes", "{minutes}"] if c.get("max_minutes") else []
         data_args = [a for spec in data for a in ("--data", spec)]
@@ -92,7 +94,7 @@ class _Builder:
                 str(c["batch_size"]), *cap, "--out", out, *self.dev, "--quiet", *c.get("extra", [])]
         resume = ["pretrain", "--resume", out, "--epochs", str(c["epochs"]), *cap, *self.dev, "--quiet"]
         return self.add(Step(f"{prefix}_pretrain", argv, out, ["backbone.safetensors"], [], table,
-                             f"MoCo {self.arch}", resume, c.get("max_minutes"), None,
+                             f"MoCo {self.arch}" + (f", {label}" if label else ""), resume, c.get("max_minutes"), None,
                              est.pretrain_minutes(self.rates, n, c["epochs"], c.get("max_minutes"))))
 
     def dve(self, prefix: str, data: list[str], c: dict, n: int, table: str) -> Step:
@@ -111,22 +113,28 @@ class _Builder:
                              f"DVE {c['arch']}", resume, c.get("max_minutes"), pre if same else None, estimate,
                              {"arch": c["arch"]}))
 
+    def project(self, prefix: str, p: dict, dim: int, label: str = "") -> Step:
+        """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone."""
+        d = self.data
+        out = self.d(prefix, f"project_d{dim}")
+        lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
+        argv = ["project", "--backbone", self.d(prefix, "pretrain"), "--arch", self.arch, "--dim", str(dim),
+                "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
+                "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *p.get("extra", [])]
+        n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
+        return self.add(Step(f"{prefix}_project_d{dim}", argv, out, ["checkpoints/best.safetensors"],
+                             [f"{prefix}_pretrain"], "projector",
+                             f"projector {dim}-D" + (f", {label}" if label else ""),
+                             ["project", "--resume", out, *self.dev, "--quiet"],
+                             estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"]),
+                             meta={"dim": dim}))
+
     def faces_representations(self) -> None:
         f, d = self.cfg["faces"], self.data
         self.pretrain("faces", [d["face_pretrain"]], f["pretrain"], self.counts["face_pretrain"], "all face tables")
         self.dve("faces", [d["face_pretrain"]], f["dve"], self.counts["face_pretrain"], "DVE baseline")
-        p = f["project"]
-        for dim in p["dims"]:
-            out = self.d("faces", f"project_d{dim}")
-            lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
-            argv = ["project", "--backbone", self.d("faces", "pretrain"), "--arch", self.arch, "--dim", str(dim),
-                    "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
-                    "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *p.get("extra", [])]
-            n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
-            self.add(Step(f"faces_project_d{dim}", argv, out, ["checkpoints/best.safetensors"], ["faces_pretrain"],
-                          "projector", f"projector {dim}-D", ["project", "--resume", out, *self.dev, "--quiet"],
-                          estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"]),
-                          meta={"dim": dim}))
+        for dim in f["project"]["dims"]:
+            self.project("faces", f["project"], dim)
         parts = f["parts"]
         for method, dim in (("nmf", parts["nmf_dim"]), ("pca", parts.get("pca_dim"))):
             if not dim:
@@ -198,6 +206,15 @@ class _Builder:
                          ["--layers", str(n)], meta={"layers": n})
 
     # -- matching -------------------------------------------------------------------------------------------
+    def match(self, name: str, backbone: str, extra: list[str], deps: list[str], label: str, meta: dict) -> Step:
+        """Same- and different-identity matching on the held-out CelebA faces (``faces/match/NAME``)."""
+        m = self.cfg["faces"]["match"]
+        out = self.d("faces", "match", name)
+        argv = ["eval", "match", "--backbone", backbone, "--arch", self.arch, "--data", self.data["match_test"],
+                *extra, "--pairs", str(m["pairs"]), "--out", out, *self.dev, "--quiet"]
+        return self.add(Step(f"faces_match_{name}", argv, out, ["match.json"], deps, "Table 1/9", label,
+                             estimate_min=est.match_minutes(self.rates, m["pairs"]), meta=meta))
+
     def faces_matching(self) -> None:
         f, d = self.cfg["faces"], self.data
         m = f["match"]
@@ -210,11 +227,7 @@ class _Builder:
                                              self.d("faces", f"project_d{dim}")],
                          ["faces_pretrain", f"faces_project_d{dim}"], f"ours + projector {dim}-D", {"dim": dim}))
         for name, backbone, extra, deps, label, meta in rows:
-            out = self.d("faces", "match", name)
-            argv = ["eval", "match", "--backbone", backbone, "--arch", self.arch, "--data", d["match_test"], *extra,
-                    "--pairs", str(m["pairs"]), "--out", out, *self.dev, "--quiet"]
-            self.add(Step(f"faces_match_{name}", argv, out, ["match.json"], deps, "Table 1/9", label,
-                          estimate_min=est.match_minutes(self.rates, m["pairs"]), meta={"method": name, **meta}))
+            self.match(name, backbone, extra, deps, label, {"method": name, **meta})
         big = max(f["project"]["dims"]) if f["project"]["dims"] else None
         for name, extra, deps in (("hc", [], ["faces_pretrain"]),
                                   *([(f"proj_d{big}", ["--projector", self.d("faces", f"project_d{big}")],
@@ -283,6 +296,33 @@ class _Builder:
         self._methods("birds", "bird", b["regress"], "CUB (Tables 2, 13)", ["--paper-pck"])
 
 
+    # -- presets: other pretraining recipes, scored with the same commands as the paper's ------------------------
+    def presets(self) -> None:
+        """Each preset of the config (``presets``): its own MoCo run on the face data (``faces_NAME/``), scored
+        with the paper recipe's commands: 5-point and 300-W regression, matching of the hypercolumn and of the
+        projection. The paper's tables keep the paper recipe; a preset adds rows beside it."""
+        d = self.data
+        for p in self.cfg.get("presets", []):
+            name, label = p["name"], p["label"]
+            prefix = f"faces_{name}"
+            pre = self.pretrain(prefix, [d["face_pretrain"]], p["pretrain"], self.counts["face_pretrain"],
+                                f"preset {name}", label)
+            P, deps = pre.out, [pre.name]
+            meta = {"method": "hc", "preset": name}
+            hc = f"ours, {self.arch} hypercolumn, {label}"
+            self.regress(f"{name}_hc", "face5", P, deps, self.cfg["faces"]["regress"], "Table 2/5/10 (preset)", hc,
+                         meta=meta)
+            if "faces68" in self.cfg:
+                self.regress(f"{name}_hc", "face68", P, deps, self.cfg["faces68"]["regress"], "300-W (preset)", hc,
+                             meta=meta)
+            self.match(f"{name}_hc", P, [], deps, hc, meta)
+            for dim in p.get("project", {}).get("dims", []):
+                proj = self.project(prefix, p["project"], dim, label)
+                self.match(f"{name}_proj_d{dim}", P, ["--source", "projected", "--projector", proj.out],
+                           [*deps, proj.name], f"ours + projector {dim}-D, {label}",
+                           {"method": f"proj_d{dim}", "dim": dim, "preset": name})
+
+
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
     """All steps of a budget config, in run order (every step after the steps it depends on)."""
     b = _Builder(cfg, out)
@@ -292,6 +332,7 @@ def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
     b.faces_limited()
     b.faces68()
     b.birds()
+    b.presets()
     names = [s.name for s in b.steps]
     assert len(set(names)) == len(names), "duplicate step names"
     return b.steps

@@ -36,6 +36,7 @@ from equinv.train.config import JsonConfig
 from equinv.train.data import build_images, require_batch
 from equinv.train.engine import Method, Position, peak_memory_mb, step_seed, train
 from equinv.train.guards import check_options, check_precision
+from equinv.train.presets import PRESETS
 from equinv.train.views import ViewMaker
 
 
@@ -82,6 +83,14 @@ class PretrainConfig(JsonConfig):
     log_every: int = 10
     skip_bad: bool = False
     init: str | None = None
+    preset: str = "paper"  # the recipe the values started from (PRESETS); recorded, not applied again
+
+    @classmethod
+    def from_preset(cls, preset: str = "paper", **values) -> PretrainConfig:
+        """A config from the named recipe of :data:`PRESETS`, ``values`` overriding it."""
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **values}, preset=preset)
 
     @classmethod
     def load(cls, path: Path) -> PretrainConfig:

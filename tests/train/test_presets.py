@@ -1,0 +1,39 @@
+"""Named pretraining recipes: ``PretrainConfig.from_preset`` and ``equinv pretrain --preset``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from equinv.cli import main
+from equinv.errors import InputError
+from equinv.train.presets import PRESETS
+from equinv.train.pretrain import PretrainConfig
+
+
+def test_paper_preset_is_the_reference_recipe():
+    assert PretrainConfig.from_preset("paper", data=["x"]) == PretrainConfig(data=["x"])
+
+
+def test_small_preset_sets_its_values_and_explicit_options_win():
+    cfg = PretrainConfig.from_preset("small", data=["x"], queue=2048)
+    assert cfg.preset == "small" and cfg.head == "mlp" and cfg.temperature == 0.2 and cfg.batch_size == 128
+    assert cfg.queue == 2048  # given explicitly
+    assert cfg.effective_lr == pytest.approx(0.03 * 128 / 256)  # the reference's linear lr scaling
+    with pytest.raises(InputError, match="unknown preset 'tiny'"):
+        PretrainConfig.from_preset("tiny", data=["x"])
+    assert set(PRESETS) == {"paper", "small"}
+
+
+def test_cli_records_the_preset_and_refuses_it_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", "synthetic:16?size=48", "--arch", "resnet18", "--preset", "small",
+            "--batch-size", "8", "--queue", "16", "--epochs", "1", "--max-steps", "1", "--size", "32", "--out",
+            str(out), "--quiet"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["preset"], cfg["head"], cfg["temperature"], cfg["batch_size"], cfg["queue"]) == (
+        "small", "mlp", 0.2, 8, 16)
+    assert main(["pretrain", "--resume", str(out), "--preset", "small", "--quiet"]) == 2
+    assert "--preset is fixed when a run starts" in capsys.readouterr().err
