@@ -1,6 +1,6 @@
 """Short MoCo runs that choose the small-data preset (issue 18, item 3), on validation splits only.
 
-    python experiments/small_data_sweep.py [--variants paper,v2,v2_small] [--epochs 5] [--out runs/sweep]
+    python experiments/small_data_sweep.py [--variants random,paper,v2_small] [--epochs 5] [--out runs/sweep]
 
 Each variant pretrains a ResNet18 with MoCo on the 7,075 CelebA faces of the CPU plan (``faces_pretrain``'s
 data) for ``--epochs`` epochs (the cosine horizon: every variant finishes its schedule), then is scored the way
@@ -13,7 +13,9 @@ the preset is chosen, never on a test split:
 
 ``--variants random`` scores the random-init network with the same two commands (no pretraining). Every
 command is an ordinary ``equinv`` call, printed before it runs; a variant whose outputs exist is not rerun. One
-markdown row per variant: wall-clock, images/s, the last logged InfoNCE loss / top-1, val IOD, matching.
+markdown row per variant: the mean images/s, the last logged InfoNCE loss and positive − negative
+similarity, val IOD (also with ``--input-scale std`` where ``VARIANT/regress_std`` was run by hand with the
+same command plus that flag), the mean training shape's val IOD, matching.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ VARIANTS: dict[str, list[str]] = {
     "v2": ["--head", "mlp", "--temperature", "0.2"],
     # + half the batch (twice the updates in the same wall-clock) and a queue of 1,024 (14 % of the images)
     "v2_small": ["--head", "mlp", "--temperature", "0.2", "--batch-size", "128", "--queue", "1024"],
-    # + a doubled learning rate on top of v2_small
-    "v2_small_lr": ["--head", "mlp", "--temperature", "0.2", "--batch-size", "128", "--queue", "1024",
-                    "--lr", "0.06"],
 }
 
 
@@ -48,13 +47,14 @@ def _run(cmd: list[str], log: Path) -> float:
 
 
 def _last_log(run: Path) -> dict:
-    lines = (run / "log.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    """The last logged step, with ``img_per_s`` replaced by the mean over every logged step."""
+    logs = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    return {**logs[-1], "img_per_s": sum(r["img_per_s"] for r in logs) / len(logs)} if logs else {}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="paper,v2,v2_small")
+    ap.add_argument("--variants", default="random,paper,v2_small")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--root", default="../shared/data")
     ap.add_argument("--out", default="runs/sweep")
@@ -70,7 +70,7 @@ def main() -> None:
         if name != "random":
             run = d / "pretrain"
             if not (run / "backbone.safetensors").exists():
-                rec["pretrain_s"] = _run(eq + ["pretrain", "--data", pre, "--arch", "resnet18", "--epochs",
+                _run(eq + ["pretrain", "--data", pre, "--arch", "resnet18", "--epochs",
                                                str(args.epochs), "--out", str(run), "--quiet"] + VARIANTS[name],
                                          d / "pretrain.log")
             rec["last_step"] = _last_log(run)
@@ -92,7 +92,21 @@ def main() -> None:
         rec["match"] = json.loads((d / "match" / "match.json").read_text())
         (d / "sweep.json").write_text(json.dumps(rec, indent=1))
         rows.append(rec)
-        print(json.dumps({k: rec[k] for k in ("variant", "flags")}), flush=True)
+    print("| variant | flags | mean img/s | last loss | last pos − neg sim | val IOD % | val IOD %, --input-scale std "
+          "| mean shape IOD % | match same | match diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        last, reg = r.get("last_step", {}), r["regression"]
+        t = next(iter(reg["runs"][0]["tests"].values()))
+        std = out / (r["variant"] if r["variant"] == "random" else f"{r['variant']}_e{args.epochs}") / "regress_std"
+        std_iod = json.loads((std / "regression.json").read_text())["iod_error_percent"] \
+            if (std / "regression.json").exists() else None
+        cells = [r["variant"], " ".join(r["flags"]) or "–",
+                 f"{last['img_per_s']:.1f}" if last else "–", f"{last['loss']:.3f}" if last else "–",
+                 f"{last['pos_sim'] - last['neg_sim']:.3f}" if last else "–", f"{t['iod_error_percent']:.2f}",
+                 f"{std_iod:.2f}" if std_iod is not None else "–", f"{t['mean_shape_iod_error_percent']:.2f}",
+                 f"{r['match']['match_error_same']:.2f}", f"{r['match']['match_error_diff']:.2f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

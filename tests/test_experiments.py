@@ -83,6 +83,26 @@ def test_plans_are_ordered_and_val_never_a_test_split(budget):
         assert 300 < sum(s.estimate_min for s in steps) < 1800
 
 
+def test_gpu_plan_script_runs_celeba_only_steps_that_fit_its_minutes():
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "experiments/gpu15.sh").read_text()
+    names = re.search(r"^STEPS=(\S+)$", script, flags=re.M).group(1).split(",")
+    cfg = load_config(str(root / "experiments/configs/gpu15.json"), "DATA")
+    by = {s.name: s for s in build_plan(cfg, "runs/x")}
+    assert set(names) <= set(by), set(names) - set(by)
+    chosen = [by[n] for n in names]
+    # everything it reads travels to the GPU machine: the CelebA faces only (MTFL, 300-W and CUB do not fit)
+    specs = [a for s in chosen for a in s.argv if a.startswith(("celeba:", "mtfl:", "facepoint:", "300w:", "cub:"))]
+    assert specs and all(a.startswith("celeba:DATA/celeba?") for a in specs)
+    pre = by["faces_small_pretrain"]
+    assert {"--preset", "small", "--precision", "bf16"} <= set(pre.argv) and pre.argv[pre.argv.index("--device") + 1] \
+        == "cuda"
+    assert "not_mafl&holdout=1000&part=train" in pre.argv[pre.argv.index("--data") + 1]
+    test = by["faces_regress_small_hc"].argv
+    assert test[test.index("--test") + 1].endswith("not_mafl&holdout=1000&part=val")  # held out of pretraining
+    assert sum(s.estimate_min for s in chosen) <= 10
+
+
 def test_paper_datasets_overlays_load():
     for f in sorted((Path(__file__).resolve().parents[1] / "experiments/configs/paper_datasets").glob("*.json")):
         cfg = load_config("gpu", "/data", str(f))
@@ -374,7 +394,7 @@ def test_archive_keeps_finished_steps_and_restores_them_byte_identical(tmp_path,
     run, arch = tmp_path / "run", tmp_path / "archive"
     a = Step("a", ["pretrain", "--out", str(run / "a")], str(run / "a"), ["backbone.safetensors"],
              resume_argv=["pretrain", "--resume"])
-    b = Step("b", ["eval", "x"], str(run / "b"), ["regression.json"], deps=["a"])
+    b = Step("faces_regress_hc", ["eval", "x"], str(run / "b"), ["regression.json"], deps=["a"])
     c = Step("c", ["eval", "y"], str(run / "c"), ["regression.json"])  # failed: never archived
     by = {s.name: s for s in (a, b, c)}
     (run / "a/checkpoints").mkdir(parents=True)
@@ -390,21 +410,26 @@ def test_archive_keeps_finished_steps_and_restores_them_byte_identical(tmp_path,
     M.write_marker(a, {"status": "ok", "end": 1.0, "argv": a.argv, "digests": M.output_digests(a)})
     (run / "b").mkdir()
     (run / "b/regression.json").write_text('{"runs": []}')
-    (run / "b/report_landmarks_0_0.png").write_bytes(b"png")
+    (run / "b/report_landmarks_0_0.png").write_bytes(b"png")  # shown on the results page: kept
+    (run / "b/report_landmarks_1_0.png").write_bytes(b"png")  # not shown: made again by rerunning the step
     M.write_marker(b, {"status": "ok", "end": 2.0, "argv": b.argv, "digests": M.output_digests(b),
                        "dep_digests": {"a": M.output_digests(a)}})
     (run / "c").mkdir()
     M.write_marker(c, {"status": "failed", "argv": c.argv})
 
-    assert A.archive_all([a, b, c], run, arch) == ["a", "b"]
+    assert A.archive_all([a, b, c], run, arch) == ["a", "faces_regress_hc"]
     assert sorted(p.relative_to(arch).as_posix() for p in arch.rglob("*") if p.is_file()) == [
         "a/log.jsonl", "a/parts.json", "a/step.json", "b/regression.json", "b/report_landmarks_0_0.png",
-        "b/step.json"]  # no resume checkpoint, no TensorBoard, nothing over MAX_BYTES
+        "b/step.json"]  # no resume checkpoint, no TensorBoard, nothing over MAX_BYTES, only the page's figures
     assert A.archive_all([a, b, c], run, arch) == []  # unchanged steps are not copied again
+    # an archive made when every figure was kept loses the ones the page does not show, nothing else
+    shutil.copyfile(run / "b/report_landmarks_1_0.png", arch / "b/report_landmarks_1_0.png")
+    assert A.prune([a, b, c], run, arch) == [str(arch / "b/report_landmarks_1_0.png")]
+    assert A.prune([a, b, c], run, arch) == [] and (arch / "b/report_landmarks_0_0.png").is_file()
 
     shutil.rmtree(run)  # another machine: an empty run root
     assert step_state(b, by)[0] == "run"
-    assert A.restore([a, b, c], run, arch) == ["a", "b"]
+    assert A.restore([a, b, c], run, arch) == ["a", "faces_regress_hc"]
     assert step_state(a, by) == ("run", "outputs missing")  # the weights are made again ...
     assert step_state(b, by)[0] == "done"  # ... and what was made from them stays done
     assert (run / "a/parts.json").is_file() and not (run / "a/backbone.safetensors").exists()

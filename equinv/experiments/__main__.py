@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = A.archive_all(steps, out, archive)  # steps finished by a run without the archive
         if kept:
             print(f"archived {len(kept)} finished steps into {archive}: {', '.join(kept)}")
+        if gone := A.prune(steps, out, archive):
+            print(f"pruned {len(gone)} archived figures the results page does not show from {archive}")
     if args.command == "results":
         print(f"results page: {write_results(cfg, steps, results)}")
         return 0

@@ -2,8 +2,9 @@
 
 A run root (``runs/repro/BUDGET``) is scratch: it is not in git and is lost with the machine. A plan of
 many hours is spread over several machines, so each finished step is also copied into the archive —
-its marker, its config, training log, report, figures and every output up to :data:`MAX_BYTES` (the
-evaluation JSONs, small weights such as projectors and NMF parts) — and :func:`restore` copies archived
+its marker, its config, training log, report, the figures the results page shows and every output up to
+:data:`MAX_BYTES` (the evaluation JSONs, small weights such as projectors and NMF parts) — and
+:func:`restore` copies archived
 steps back into the run root before a run starts. Restored files are byte-identical (same digests), so
 the runner sees a fully archived step as done and the results page is rebuilt from committed files alone.
 
@@ -24,8 +25,12 @@ from pathlib import Path
 
 from equinv.experiments import markers as M
 from equinv.experiments.plan import Step
+from equinv.experiments.results import FIGURES
 
-#: Files kept besides the step's declared outputs (top level of the step's directory).
+#: Files kept besides the step's declared outputs (top level of the step's directory). Figures (``*.png``) only
+#: where the results page shows them (:data:`~equinv.experiments.results.FIGURES`): a step's other report figures
+#: are made again from its ``predictions.npz``-sized records by rerunning it, and the archive travels with
+#: every checkout (the GPU machine takes at most 64 MiB of working tree).
 KEEP = ("step.json", "step.log", "config.json", "log.jsonl", "*.md", "*.json", "*.png", "*.npz")
 #: Larger files are not archived: the step's marker is, and a later run makes them again.
 MAX_BYTES = 2 << 20
@@ -35,13 +40,35 @@ def _rel(step: Step, run_root: str | Path) -> Path:
     return Path(step.out).resolve().relative_to(Path(run_root).resolve())
 
 
+def _kept(step: Step, name: str) -> bool:
+    """Whether a top-level file of ``step`` is worth archiving (besides its declared outputs)."""
+    if not any(fnmatch.fnmatch(name, k) for k in KEEP):
+        return False
+    return not name.endswith(".png") or any(step.name.startswith(prefix) and fnmatch.fnmatch(name, glob)
+                                            for prefix, glob, _ in FIGURES)
+
+
 def step_files(step: Step) -> list[str]:
     """The files of a finished step worth keeping, relative to its directory."""
     out = Path(step.out)
     names = {f for f in step.outputs if (out / f).is_file()}
     if out.is_dir():
-        names |= {p.name for p in out.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, k) for k in KEEP)}
+        names |= {p.name for p in out.iterdir() if p.is_file() and _kept(step, p.name)}
     return sorted(n for n in names if (out / n).stat().st_size <= MAX_BYTES)
+
+
+def prune(steps: list[Step], run_root: str | Path, archive: str | Path) -> list[str]:
+    """Delete archived figures that an older archiving policy kept and this one does not; their paths."""
+    gone = []
+    for s in steps:
+        d = Path(archive) / _rel(s, run_root)
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.png")):
+            if p.name not in s.outputs and not _kept(s, p.name):
+                p.unlink()
+                gone.append(str(p))
+    return gone
 
 
 def _copy(src: Path, dst: Path) -> None:
