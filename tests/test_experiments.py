@@ -103,6 +103,34 @@ def test_gpu_plan_script_runs_celeba_only_steps_that_fit_its_minutes():
     assert sum(s.estimate_min for s in chosen) <= 10
 
 
+def test_measured_rates_from_a_run_go_into_a_budget_config(tmp_path, capsys):
+    import runpy
+
+    root = Path(__file__).resolve().parents[1]
+    mr = runpy.run_path(str(root / "experiments/measured_rates.py"))
+    cfg, steps = _smoke(tmp_path)
+    by = {s.name: s for s in steps}
+    pre, match = by["faces_pretrain"], by["faces_match_hc"]
+    Path(pre.out).mkdir(parents=True)
+    rows = [{"step": i, "img_per_s": r} for i, r in enumerate((5.0, 100.0, 120.0, 110.0))]  # the first: warm-up
+    (Path(pre.out) / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    M.write_marker(pre, {"status": "ok", "total_wall_s": 60.0})
+    M.write_marker(match, {"status": "ok", "total_wall_s": 2.0})
+    M.write_marker(by["faces_dve"], {"status": "failed", "total_wall_s": 9.0})
+    rates = mr["measure"](str(tmp_path / "run"), "smoke", "../shared/data", "GPU X")
+    pairs = cfg["faces"]["match"]["pairs"]
+    assert rates["moco_img_s"] == 110.0 and rates["match_pairs_s"] == 2 * pairs / 2.0 and "project_img_s" not in rates
+    assert rates["step_wall_s"] == {"faces_pretrain": 60.0, "faces_match_hc": 2.0} and "GPU X" in rates["source"]
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    conf = tmp_path / "gpu.json"
+    shutil.copyfile(root / "experiments/configs/gpu.json", conf)
+    mr["merge"](str(tmp_path / "rates.json"), str(conf))
+    new = json.loads(conf.read_text())["rates"]
+    assert new["moco_img_s"] == 110.0 and new["match_pairs_s"] == pairs
+    assert new["dve_img_s"] == json.loads((root / "experiments/configs/gpu.json").read_text())["rates"]["dve_img_s"]
+    assert "still guessed: dve_img_s, project_img_s" in new["source"]
+
+
 def test_paper_datasets_overlays_load():
     for f in sorted((Path(__file__).resolve().parents[1] / "experiments/configs/paper_datasets").glob("*.json")):
         cfg = load_config("gpu", "/data", str(f))
