@@ -91,9 +91,10 @@ def register(sub) -> None:
                    "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="recipe the other options start from: paper (default; the reference's MoCo v1, used by the "
-                   "paper's tables) or small (a few thousand images, an hour of compute: "
+                   "paper's tables) or small ("
                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["small"].items())
-                   + "; docs/pretraining.md). Options given explicitly override it")
+                   + "; tried for small data, worse than paper at equinv's CPU budget: docs/pretraining.md). "
+                   "Options given explicitly override it")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")
     p.add_argument("--queue", type=positive_int, default=None, help="MoCo queue size K (default 4096)")
