@@ -1,6 +1,7 @@
 """Short MoCo runs that choose the small-data preset (issue 18, item 3), on validation splits only.
 
     python experiments/small_data_sweep.py [--variants random,paper,v2_small] [--epochs 5] [--out runs/sweep]
+    python experiments/small_data_sweep.py --gap RUN [RUN ...]   # how far a MoCo run's InfoNCE task went
 
 Each variant pretrains a ResNet18 with MoCo on the 7,075 CelebA faces of the CPU plan (``faces_pretrain``'s
 data) for ``--epochs`` epochs (the cosine horizon: every variant finishes its schedule), then is scored the way
@@ -58,7 +59,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--root", default="../shared/data")
     ap.add_argument("--out", default="runs/sweep")
+    ap.add_argument("--gap", nargs="+", metavar="RUN",
+                    help="only print, per MoCo run directory, the mean positive − negative similarity of its last 10 "
+                    "logged steps (log.jsonl)")
     args = ap.parse_args()
+    if args.gap:
+        for run in args.gap:
+            logs = [json.loads(ln) for ln in (Path(run) / "log.jsonl").read_text().splitlines() if ln.strip()][-10:]
+            gap = sum(r["pos_sim"] - r["neg_sim"] for r in logs) / len(logs)
+            print(f"{run}: positive − negative similarity {gap:.2f} (mean of its last {len(logs)} logged steps)")
+        return
     eq = [sys.executable, "-m", "equinv"]
     root, out = args.root, Path(args.out)
     pre = f"celeba:{root}/celeba?split=not_mafl&holdout=1000&part=train"
