@@ -8,7 +8,9 @@
 # Back here: the archive it wrote becomes the committed one, and its measured rates replace gpu.json's guesses:
 #     cp -r FILES_AT/archive experiments/archive/gpu15
 #     python experiments/measured_rates.py --rates FILES_AT/rates.json --into experiments/configs/gpu.json
-#     python -m equinv.experiments results --budget experiments/configs/gpu15.json --results docs/results_gpu15.md
+#     python -m equinv.experiments results --budget experiments/configs/gpu15.json --data-root .gpu_data \
+#         --out /tmp/equinv_gpu15 --results docs/results_gpu15.md
+# (the archive restores only steps whose commands are the plan's own: same data root and run root as on the GPU)
 #
 # It runs the plan of experiments/configs/gpu15.json (the small-data preset's bf16 MoCo on the CelebA faces, then
 # the 5-point regression and matching of its hypercolumn, of a 256-D projection and of a random network) through

@@ -69,7 +69,7 @@ def merge(rates_file: str, config: str) -> None:
     if not got:
         sys.exit(f"{rates_file}: no measured rate in it (expected one of {', '.join(MEASURED)})")
     cfg["rates"].update({k: measured[k] for k in got})
-    guessed = [k for k in cfg["rates"] if k.endswith(("_s", "_img_s")) and k not in got]
+    guessed = [k for k in cfg["rates"] if k.endswith("_s") and k not in got]
     cfg["rates"]["source"] = f"{measured['source']}: {', '.join(got)}; still guessed: {', '.join(guessed)}"
     Path(config).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     print(f"{config}: rates {', '.join(got)} replaced")

@@ -53,6 +53,10 @@ def _last_log(run: Path) -> dict:
     return {**logs[-1], "img_per_s": sum(r["img_per_s"] for r in logs) / len(logs)} if logs else {}
 
 
+def _variant_dir(out: Path, name: str, epochs: int) -> Path:
+    return out / name if name == "random" else out / f"{name}_e{epochs}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default="random,paper,v2_small")
@@ -74,7 +78,7 @@ def main() -> None:
     pre = f"celeba:{root}/celeba?split=not_mafl&holdout=1000&part=train"
     rows = []
     for name in args.variants.split(","):
-        d = out / f"{name}_e{args.epochs}" if name != "random" else out / "random"
+        d = _variant_dir(out, name, args.epochs)
         d.mkdir(parents=True, exist_ok=True)
         rec = {"variant": name, "flags": VARIANTS.get(name, [])}
         if name != "random":
@@ -108,7 +112,7 @@ def main() -> None:
     for r in rows:
         last, reg = r.get("last_step", {}), r["regression"]
         t = next(iter(reg["runs"][0]["tests"].values()))
-        std = out / (r["variant"] if r["variant"] == "random" else f"{r['variant']}_e{args.epochs}") / "regress_std"
+        std = _variant_dir(out, r["variant"], args.epochs) / "regress_std"
         std_iod = json.loads((std / "regression.json").read_text())["iod_error_percent"] \
             if (std / "regression.json").exists() else None
         cells = [r["variant"], " ".join(r["flags"]) or "–",

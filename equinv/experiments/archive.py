@@ -3,9 +3,8 @@
 A run root (``runs/repro/BUDGET``) is scratch: it is not in git and is lost with the machine. A plan of
 many hours is spread over several machines, so each finished step is also copied into the archive —
 its marker, its config, training log, report, the figures the results page shows and every output up to
-:data:`MAX_BYTES` (the evaluation JSONs, small weights such as projectors and NMF parts) — and
-:func:`restore` copies archived
-steps back into the run root before a run starts. Restored files are byte-identical (same digests), so
+:data:`MAX_BYTES` (the evaluation JSONs, small weights such as projectors and NMF parts) — and :func:`restore`
+copies archived steps back into the run root before a run starts. Restored files are byte-identical (same digests), so
 the runner sees a fully archived step as done and the results page is rebuilt from committed files alone.
 
 Larger outputs (a backbone's weights) are generated, not committed: such a step comes back with its
@@ -29,8 +28,8 @@ from equinv.experiments.results import FIGURES
 
 #: Files kept besides the step's declared outputs (top level of the step's directory). Figures (``*.png``) only
 #: where the results page shows them (:data:`~equinv.experiments.results.FIGURES`): a step's other report figures
-#: are made again from its ``predictions.npz``-sized records by rerunning it, and the archive travels with
-#: every checkout (the GPU machine takes at most 64 MiB of working tree).
+#: come back by rerunning the step, and the archive travels with every checkout (the GPU machine takes at most
+#: 64 MiB of working tree).
 KEEP = ("step.json", "step.log", "config.json", "log.jsonl", "*.md", "*.json", "*.png", "*.npz")
 #: Larger files are not archived: the step's marker is, and a later run makes them again.
 MAX_BYTES = 2 << 20

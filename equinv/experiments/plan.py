@@ -295,7 +295,6 @@ class _Builder:
         self.dve("birds", list(d["bird_pretrain"]), b["dve"], n, "birds")
         self._methods("birds", "bird", b["regress"], "CUB (Tables 2, 13)", ["--paper-pck"])
 
-
     # -- presets: other pretraining recipes, scored with the same commands as the paper's ------------------------
     def presets(self) -> None:
         """Each preset of the config (``presets``): its own MoCo run on the face data (``faces_NAME/``), scored
