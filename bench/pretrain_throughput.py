@@ -6,13 +6,15 @@ For each architecture at 96 px it prints
 - their ratio (target ≥ 0.85);
 - for each mode (``--modes fp32,fp32+cl,bf16``: contiguous fp32, channels-last fp32, bf16 autocast with
   channels-last; ``equinv.precision``) the compute bound relative to fp32's (``x fp32 bound``): how much the
-  switch raises the bound itself;
+  switch raises the bound itself; ``+dense`` adds equinv's equivariance term (``equinv pretrain --preset dense``:
+  tracked views and the dense head and loss), so ``--modes fp32,fp32+dense`` prices the term;
 - the forward/backward activation memory of one 96-px image, counted as torchsummary counts it
   ("Forward/backward pass size": 2 × every layer's output × 4 bytes; the paper's Table 7 numbers),
   and the bytes actually saved for backward by autograd; on CUDA also the measured peak.
 
     python bench/pretrain_throughput.py --data celeba:../shared/data/celeba --batch 64 --steps 3
     python bench/pretrain_throughput.py --archs resnet18 --modes fp32,fp32+cl,bf16 --steps 5
+    python bench/pretrain_throughput.py --archs resnet18 --modes fp32,fp32+dense --batch 256 --steps 3
     python bench/pretrain_throughput.py --device cuda --batch 256 --steps 10
 """
 
@@ -31,6 +33,7 @@ from equinv.data.preprocess import Preprocess
 from equinv.data.spec import read_index
 from equinv.models.backbones import Encoder
 from equinv.models.moco import MoCo
+from equinv.train.pretrain import PretrainConfig
 from equinv.train.views import ViewMaker
 
 PAPER_MB = {"resnet18": 11.54, "resnet50": 52.65}
@@ -71,18 +74,28 @@ def saved_for_backward_mb(model: nn.Module, size: int = 96) -> float:
     return sum(seen.values()) / 2 / 2**20
 
 
-def parse_mode(mode: str) -> tuple[str, bool]:
-    """``fp32`` | ``fp32+cl`` | ``bf16`` → ``(precision, channels_last)``."""
-    prec, _, cl = mode.partition("+")
-    if cl not in ("", "cl"):
-        raise SystemExit(f"unknown mode {mode!r}: fp32, fp32+cl or bf16")
-    return P.check(prec), cl == "cl"
+def parse_mode(mode: str) -> tuple[str, bool, bool]:
+    """``fp32`` | ``fp32+cl`` | ``bf16``, optionally ``+dense`` → ``(precision, channels_last, dense)``."""
+    prec, *extras = mode.split("+")
+    if set(extras) - {"cl", "dense"}:
+        raise SystemExit(f"unknown mode {mode!r}: fp32, fp32+cl or bf16, each optionally +dense")
+    return P.check(prec), "cl" in extras, "dense" in extras
 
 
-def moco_step(model: MoCo, opt: torch.optim.Optimizer, q: torch.Tensor, k: torch.Tensor, mode: str) -> None:
-    prec, cl = parse_mode(mode)
+def build_moco(arch: str, dense: bool) -> MoCo:
+    """The paper's MoCo, or with ``dense`` the ``dense`` preset's (its equivariance term's settings)."""
+    if not dense:
+        return MoCo(arch)
+    c = PretrainConfig.from_preset("dense")
+    return MoCo(arch, dense_dim=c.dense_dim, dense_weight=c.dense, dense_temperature=c.dense_temperature,
+                dense_power=c.dense_power)
+
+
+def moco_step(model: MoCo, opt: torch.optim.Optimizer, q: torch.Tensor, k: torch.Tensor, mode: str,
+              points=None) -> None:
+    prec, cl, _ = parse_mode(mode)
     with P.autocast(q.device, prec):
-        loss, _ = model(P.inputs(q, prec, cl), P.inputs(k, prec, cl))
+        loss, _ = model(P.inputs(q, prec, cl), P.inputs(k, prec, cl), points)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -97,28 +110,37 @@ def bench_arch(
     arch: str, images: ImageSet, views: ViewMaker, batch: int, steps: int, device: torch.device, mode: str
 ) -> dict:
     torch.manual_seed(0)
-    model = P.prepare(MoCo(arch).to(device).train(), *parse_mode(mode))
-    opt = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    prec, cl, dense = parse_mode(mode)
+    model = P.prepare(build_moco(arch, dense).to(device).train(), prec, cl)
+    params = [p for p in model.parameters() if p.requires_grad]  # the query encoder (and the dense head)
+    opt = torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4)
     size = views.view.final
     q = torch.randn(batch, 3, size, size, device=device)
     k = torch.randn(batch, 3, size, size, device=device)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(images), generator=g)
+    side = PretrainConfig.from_preset("dense").dense_points
+    # the compute bound's points: one real draw of tracked points, reused with the random tensors
+    fixed = views.tracked(images.__getitems__(order[:batch].tolist())["image"].to(device), g, side)[2] \
+        if dense else None
     # Compute-bound and pipeline steps alternate, and medians are compared, so that a change in the
     # machine's load during the run affects both alike.
     t_compute, t_pipe, t_aug = [], [], []
     for i in range(steps + 1):
         sync(device)
         t0 = time.perf_counter()
-        moco_step(model, opt, q, k, mode)
+        moco_step(model, opt, q, k, mode, fixed)
         sync(device)
         t1 = time.perf_counter()
         idx = order[i * batch : (i + 1) * batch].tolist()
         x = images.__getitems__(idx)["image"].to(device, non_blocking=True)
-        vq, vk = views(x, g)
+        if dense:
+            vq, vk, points = views.tracked(x, g, side)
+        else:
+            (vq, vk), points = views(x, g), None
         sync(device)
         t2 = time.perf_counter()
-        moco_step(model, opt, vq, vk, mode)
+        moco_step(model, opt, vq, vk, mode, points)
         sync(device)
         t3 = time.perf_counter()
         if i:  # the first round is the warm-up

@@ -36,6 +36,10 @@ VARIANTS: dict[str, list[str]] = {
     "v2": ["--head", "mlp", "--temperature", "0.2"],
     # + half the batch (twice the updates in the same wall-clock) and a queue of 1,024 (14 % of the images)
     "v2_small": ["--head", "mlp", "--temperature", "0.2", "--batch-size", "128", "--queue", "1024"],
+    # the paper recipe + equinv's equivariance term (--dense 1: Eq. 3 on tracked points, beside InfoNCE)
+    "dense": ["--dense", "1"],
+    # ... with sharper correspondences (logit multiplier 20 instead of the reference projector's 7)
+    "dense_t20": ["--dense", "1", "--dense-temperature", "20"],
 }
 
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs", "max_images",
             "max_minutes", "max_steps", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed",
             "precision", "channels_last", "workers", "device", "ckpt_every", "save_every", "log_every", "skip_bad",
-            "init",
+            "init", "dense", "dense_dim", "dense_temperature", "dense_points",
         )
         if getattr(args, f) is not None
     }
@@ -66,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
                                      **values)
     pretrain(cfg, progress=not args.quiet)
     return 0
+
+
+def _flags(preset: str) -> str:
+    """The options a preset sets, as flags (``--head mlp, --temperature 0.2``)."""
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS[preset].items())
 
 
 def register(sub) -> None:
@@ -91,10 +96,9 @@ def register(sub) -> None:
                    "an equinv backbone.safetensors or a MoCo/DDP checkpoint (default: random init)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="recipe the other options start from: paper (default; the reference's MoCo v1, used by the "
-                   "paper's tables) or small ("
-                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["small"].items())
-                   + "; tried for small data, worse than paper at equinv's CPU budget: docs/pretraining.md). "
-                   "Options given explicitly override it")
+                   f"paper's tables), small ({_flags('small')}; tried for small data, worse than paper at equinv's CPU "
+                   f"budget) or dense ({_flags('dense')}: the paper's MoCo plus equinv's equivariance term); what "
+                   "each gave: docs/pretraining.md. Options given explicitly override it")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")
     p.add_argument("--queue", type=positive_int, default=None, help="MoCo queue size K (default 4096)")
@@ -121,6 +125,15 @@ def register(sub) -> None:
     p.add_argument("--query-bn", choices=["groups", "batch"], default=None,
                    help="BatchNorm of the query batch: in the --bn-groups groups (default; the reference's per-GPU "
                    "BN) or over the whole batch (equinv <= 0.1; docs/parity.md)")
+    p.add_argument("--dense", type=nonneg_float, default=None, metavar="W",
+                   help="add an equivariance term with weight W beside InfoNCE (equinv's option, not the paper's; "
+                   "default 0: off): a 1x1 head over the conv2..conv5 hypercolumn, points tracked through both "
+                   "views, the paper's Eq. 3 against the key view's momentum descriptors (docs/pretraining.md)")
+    p.add_argument("--dense-dim", type=positive_int, default=None, help="channels of the dense head (default 128)")
+    p.add_argument("--dense-temperature", type=positive_float, default=None,
+                   help="logit multiplier of the equivariance term (default 7, the reference projector's)")
+    p.add_argument("--dense-points", type=positive_int, default=None,
+                   help="track a N x N grid of input points through both views (default 16)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
     add_precision_arg(p, "the network passes (MoCo, or DVE with --method dve)")
     p.add_argument("--workers", type=nonneg_int, default=None, help="DataLoader worker processes (default 0)")

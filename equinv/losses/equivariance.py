@@ -109,14 +109,35 @@ def paper_equivariance_loss(f1: Tensor, f2: Tensor, targets: Tensor, stride: flo
         scalar: mean over (image, valid u) of ``Σ_v ‖g(u) − v‖^power p(v|u)``.
     """
     b, _, h, w = f1.shape
-    a = _flat_normalised(f1, normalize)
+    t = targets.reshape(b, h * w, 2)
+    m = None if valid is None else valid.reshape(b, h * w)
+    return point_equivariance_loss(f1.flatten(2).transpose(1, 2), f2, t, stride, m, temperature, power, normalize)
+
+
+def point_equivariance_loss(a: Tensor, f2: Tensor, targets: Tensor, stride: float, valid: Tensor | None = None,
+                            temperature: float = 7.0, power: float = 1.0, normalize: bool = True) -> Tensor:
+    """Eq. 3 for descriptors ``a`` of ``N`` points ``u`` of one view against every cell ``v`` of another.
+
+    Args:
+        a: ``(B, N, d)`` descriptors of the points ``u`` (e.g. sampled from a feature map at tracked points).
+        f2: ``(B, d, h, w)`` features of the other view.
+        targets: ``(B, N, 2)``: where each ``u`` lies in the other view (its input pixels).
+        stride: input pixels per cell of ``f2``.
+        valid: ``(B, N)`` bool: the points that count (e.g. seen in both views); all when ``None``.
+        temperature, power, normalize: as :func:`paper_equivariance_loss`.
+
+    Returns:
+        scalar float32: mean over (image, valid u) of ``Σ_v ‖g(u) − v‖^power p(v|u)``.
+    """
+    b = a.shape[0]
+    a = F.normalize(a, dim=-1) if normalize else a
     z = _flat_normalised(f2, normalize)
-    p = torch.softmax((temperature * torch.bmm(a, z.transpose(1, 2))).float(), dim=-1)  # (B, hw_1, hw_2)
-    v = cell_centres(f2.shape[-2], f2.shape[-1], stride, f1.device, torch.float32)
-    t = targets.reshape(b, h * w, 2).to(f1.device, torch.float32)
-    dist = torch.cdist(t, v.expand(b, -1, -1)).pow(power)  # (B, hw_1, hw_2)
+    p = torch.softmax((temperature * torch.bmm(a, z.transpose(1, 2))).float(), dim=-1)  # (B, N, hw_2)
+    v = cell_centres(f2.shape[-2], f2.shape[-1], stride, a.device, torch.float32)
+    t = targets.to(a.device, torch.float32)
+    dist = torch.cdist(t, v.expand(b, -1, -1)).pow(power)  # (B, N, hw_2)
     per_u = (p * dist).sum(-1)
     if valid is None:
         return per_u.mean()
-    m = valid.reshape(b, h * w).to(per_u.device, per_u.dtype)
+    m = valid.to(per_u.device, per_u.dtype)
     return (per_u * m).sum() / m.sum().clamp_min(1.0)

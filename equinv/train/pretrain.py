@@ -84,6 +84,12 @@ class PretrainConfig(JsonConfig):
     skip_bad: bool = False
     init: str | None = None
     preset: str = "paper"  # the recipe the values started from (PRESETS); recorded, not applied again
+    # equinv's equivariance term beside InfoNCE (0: off, the paper's MoCo; equinv.models.moco)
+    dense: float = 0.0  # its weight
+    dense_dim: int = 128  # descriptor channels of the dense head
+    dense_temperature: float = 7.0  # logit multiplier of Eq. 3 (the reference projector's T)
+    dense_power: float = 0.5  # exponent of the distance in Eq. 3 (the reference projector's)
+    dense_points: int = 16  # a side × side grid of input points tracked through both views
 
     @classmethod
     def from_preset(cls, preset: str = "paper", **values) -> PretrainConfig:
@@ -111,11 +117,15 @@ class PretrainConfig(JsonConfig):
             raise InputError("no training data: give at least one --data KIND:PATH")
         check_options(self, count=("epochs", "batch_size", "dim", "queue", "size", "bn_groups", "ckpt_every",
                                    "log_every", "max_images", "max_steps"),
-                      count0=("workers", "save_every"), positive=("temperature", "base_lr"),
-                      nonneg=("lr", "weight_decay", "max_minutes"), unit=("momentum", "sgd_momentum", "grayscale"))
+                      count0=("workers", "save_every"),
+                      positive=("temperature", "base_lr", "dense_temperature", "dense_power"),
+                      nonneg=("lr", "weight_decay", "max_minutes", "dense"),
+                      unit=("momentum", "sgd_momentum", "grayscale"))
         check_precision(self.precision)
         if self.query_bn not in ("groups", "batch"):
             raise InputError(f"--query-bn must be groups or batch, got {self.query_bn!r}")
+        if self.dense:
+            check_options(self, count=("dense_dim", "dense_points"))
         if self.queue < self.batch_size:
             raise InputError(f"--queue {self.queue} is smaller than --batch-size {self.batch_size}")
 
@@ -150,6 +160,8 @@ class MoCoMethod(Method):
         self.model = MoCo(
             cfg.arch, dim=cfg.dim, head=cfg.head, queue_size=cfg.queue, momentum=cfg.momentum,
             temperature=cfg.temperature, bn_groups=cfg.bn_groups, query_bn=cfg.query_bn,
+            dense_dim=cfg.dense_dim if cfg.dense else 0, dense_weight=cfg.dense,
+            dense_temperature=cfg.dense_temperature, dense_power=cfg.dense_power,
         ).to(device)
         precision_lib.prepare(self.model, cfg.precision, cfg.channels_last)
         if D.is_main():
@@ -186,10 +198,15 @@ class MoCoMethod(Method):
             self.net = DistributedDataParallel(self.model) if D.world_size() > 1 else self.model
         torch.manual_seed(step_seed(self.cfg.seed, self.rank, global_step))
         gen = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.rank, global_step))
-        im_q, im_k = self.views(batch["image"].to(self.device, non_blocking=True), gen)
+        images = batch["image"].to(self.device, non_blocking=True)
+        if self.cfg.dense:
+            im_q, im_k, points = self.views.tracked(images, gen, self.cfg.dense_points)
+        else:
+            (im_q, im_k), points = self.views(images, gen), None
         prec, cl = self.cfg.precision, self.cfg.channels_last
         with precision_lib.autocast(self.device, prec):
-            loss, stats = self.net(precision_lib.inputs(im_q, prec, cl), precision_lib.inputs(im_k, prec, cl))
+            loss, stats = self.net(precision_lib.inputs(im_q, prec, cl), precision_lib.inputs(im_k, prec, cl),
+                                   points)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

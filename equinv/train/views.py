@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from equinv import coords as C
 from equinv.augment.recipes import ViewConfig, bird_moco, face_moco, make_view
 from equinv.data.preprocess import FACE_CONTEXT
 
@@ -45,3 +46,19 @@ class ViewMaker:
         q = make_view(images, None, None, self.view, generator).images
         k = make_view(images, None, None, self.view, generator).images
         return q, k
+
+    def tracked(self, images: torch.Tensor, generator: torch.Generator,
+                side: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The two views (the same random draws as :meth:`__call__`) and ``side × side`` points tracked
+        through them: the centres of a regular grid over the input image, where each lands in the query
+        view and in the key view ``(B, side², 2)`` (view pixels), and which land inside both ``(B, side²)``."""
+        b, _, h, w = images.shape
+        ys = C.rescale(torch.arange(side, dtype=torch.float32), h / side)
+        xs = C.rescale(torch.arange(side, dtype=torch.float32), w / side)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack((xx.reshape(-1), yy.reshape(-1)), -1).expand(b, -1, -1).to(images.device)
+        q = make_view(images, grid, None, self.view, generator)
+        k = make_view(images, grid, None, self.view, generator)
+        final = self.view.final
+        valid = q.visible & k.visible & C.inside(q.landmarks, final) & C.inside(k.landmarks, final)
+        return q.images, k.images, (q.landmarks, k.landmarks, valid)

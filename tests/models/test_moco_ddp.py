@@ -10,9 +10,9 @@ from equinv.models.backbones import Encoder
 from equinv.models.moco import MoCo
 
 
-def _build() -> MoCo:
+def _build(dense_dim: int = 0) -> MoCo:
     torch.manual_seed(0)
-    moco = MoCo(Encoder("resnet18", dim=16), queue_size=20, bn_groups=2).train()
+    moco = MoCo(Encoder("resnet18", dim=16), queue_size=20, bn_groups=2, dense_dim=dense_dim).train()
     moco.encoder_q.eval()  # query BN statistics would differ between 1x8 and 2x4 samples
     return moco
 
@@ -35,7 +35,12 @@ def _worker(rank: int, init: str, out: str) -> None:
         moco = _build()
         torch.manual_seed(5 if rank == 0 else 7)
         loss, _ = moco(x.flip(0), x)
-        result = {"keys": keys, "keys_all": keys_all, "loss": loss.detach(), "queue": moco.queue}
+        torch.manual_seed(123 + rank)
+        if rank == 0:
+            torch.manual_seed(5)
+        (_, dense), (_, dense_all) = _build(dense_dim=8)._keys(x, shuffle=True, dense=True)
+        result = {"keys": keys, "keys_all": keys_all, "loss": loss.detach(), "queue": moco.queue, "dense": dense,
+                  "dense_all": dense_all}
         torch.save(result | {"ptr": moco.queue_ptr}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -61,3 +66,8 @@ def test_two_processes_match_one(tmp_path):
     for r in (r0, r1):  # every rank enqueues the keys of all ranks, in the same order
         torch.testing.assert_close(r["queue"], moco.queue)
         assert r["ptr"].item() == moco.queue_ptr.item() == 8
+
+    torch.manual_seed(5)  # the dense key maps (equinv pretrain --dense) travel the same way as the keys
+    (_, dense), _ = _build(dense_dim=8)._keys(_images(), shuffle=True, dense=True)
+    torch.testing.assert_close(r0["dense_all"], dense)
+    torch.testing.assert_close(torch.cat([r0["dense"], r1["dense"]]), dense)

@@ -23,7 +23,15 @@ def test_small_preset_sets_its_values_and_explicit_options_win():
     assert cfg.effective_lr == pytest.approx(0.03 * 128 / 256)  # the reference's linear lr scaling
     with pytest.raises(InputError, match="unknown preset 'tiny'"):
         PretrainConfig.from_preset("tiny", data=["x"])
-    assert set(PRESETS) == {"paper", "small"}
+    assert set(PRESETS) == {"paper", "small", "dense"}
+
+
+def test_dense_preset_is_the_paper_recipe_plus_the_equivariance_term():
+    cfg = PretrainConfig.from_preset("dense", data=["x"])
+    base = PretrainConfig(data=["x"])
+    assert (cfg.dense, cfg.dense_temperature) == (1.0, 20.0) and base.dense == 0.0
+    assert (cfg.head, cfg.temperature, cfg.queue, cfg.batch_size) == (base.head, base.temperature, base.queue,
+                                                                       base.batch_size)
 
 
 def test_cli_records_the_preset_and_refuses_it_on_resume(tmp_path, capsys):

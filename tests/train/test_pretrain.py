@@ -87,6 +87,24 @@ def test_torchrun_two_processes(tmp_path):
     assert ck.meta["epoch"] == 2 and ck.meta["global_step"] == 4
 
 
+def test_dense_term_logs_both_losses_and_a_stopped_run_resumes_exactly(tmp_path):
+    common = [*TINY, "--epochs", "1", "--ckpt-every", "2", "--log-every", "1", "--dense", "0.5", "--dense-points", "6"]
+    a = _run([*common, "--out", str(tmp_path / "a")])
+    assert a.returncode == 0, a.stderr
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == pytest.approx(r["nce"] + 0.5 * r["dense"], rel=1e-5) for r in rows)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["dense"] == 0.5
+    assert any(k.startswith("dense_q.") for k in _weights(tmp_path / "a"))
+    b = _run([*common, "--out", str(tmp_path / "b"), "--max-steps", "2"])
+    assert b.returncode == 0, b.stderr
+    r = _run(["pretrain", "--resume", str(tmp_path / "b"), "--max-steps", "4", "--quiet"])
+    assert r.returncode == 0, r.stderr
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    bad = _run([*TINY, "--dense", "-1", "--out", str(tmp_path / "c")])
+    assert bad.returncode == 2 and "--dense" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_training_lowers_the_loss_on_real_birds(tmp_path, shared_data):

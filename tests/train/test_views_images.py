@@ -39,3 +39,26 @@ def test_image_set_concatenates_and_subsets():
     assert torch.equal(batch["image"][2], b[0]["image"])
     sub = ImageSet([a, b], max_images=5, seed=0)
     assert len(sub) == 5 and np.all(np.diff(sub.order) > 0)
+
+
+def test_tracked_views_are_the_same_draws_and_the_points_land_where_the_pixels_went():
+    from equinv.augment.recipes import face_moco
+    from equinv.train.views import ViewMaker
+
+    # geometry only (RRC, flip; TPS too), colour left alone: a view's pixel shows the input's value there
+    view = face_moco(canvas=64, final=48, jpeg=False, jitter=(0.0, 0.0, 0.0), pca_std=0.0, mean=(0.0, 0.0, 0.0),
+                     std=(1.0, 1.0, 1.0), hflip_p=0.5, tps="paper")
+    vm = ViewMaker(view)
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    ramp = torch.stack((xs / 63, ys / 63, torch.zeros_like(xs)))[None].expand(6, -1, -1, -1).contiguous()
+    q, k = vm(ramp, torch.Generator().manual_seed(4))
+    tq, tk, (in_q, in_k, valid) = vm.tracked(ramp, torch.Generator().manual_seed(4), side=8)
+    assert torch.equal(q, tq) and torch.equal(k, tk)
+    assert in_q.shape == in_k.shape == (6, 64, 2) and valid.shape == (6, 64) and 0 < valid.sum() < valid.numel()
+    src = torch.stack(torch.meshgrid((torch.arange(8.0) + 0.5) * 8 - 0.5, (torch.arange(8.0) + 0.5) * 8 - 0.5,
+                                     indexing="xy"), -1).reshape(-1, 2) / 63  # (x, y) of the grid, as ramp values
+    for img, pts in ((tq, in_q), (tk, in_k)):
+        got = torch.nn.functional.grid_sample(img[:, :2], (2 * pts[:, :, None] + 1) / 48 - 1, align_corners=False,
+                                              padding_mode="border")  # a valid point may be ½ px off the centres
+        err = (got[..., 0].transpose(1, 2) - src[None]).abs().amax(-1)[valid]
+        assert err.max() < 0.02  # a pixel is 1/63; the views are resampled bilinearly once
