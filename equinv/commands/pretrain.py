@@ -97,7 +97,8 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="recipe the other options start from: paper (default; the reference's MoCo v1, used by the "
                    f"paper's tables), small ({_flags('small')}; tried for small data, worse than paper at equinv's CPU "
-                   f"budget) or dense ({_flags('dense')}: the paper's MoCo plus equinv's equivariance term); what "
+                   f"budget) or dense ({_flags('dense')}: the paper's MoCo plus equinv's equivariance term, the "
+                   "best of the three there); what "
                    "each gave: docs/pretraining.md. Options given explicitly override it")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")

@@ -12,6 +12,8 @@ PRESETS: dict[str, dict] = {
     "paper": {},
     "small": {"head": "mlp", "temperature": 0.2, "batch_size": 128, "queue": 1024},
     # the paper's MoCo + equinv's equivariance term (Eq. 3 on points tracked through both views, weight 1,
-    # logit multiplier 20: chosen over 7 on five-epoch validation runs, experiments/findings.md)
+    # logit multiplier 20: chosen over 7 on five-epoch validation runs, experiments/findings.md). At equinv's
+    # CPU budget it beats the paper recipe, the random network and same-wall-clock DVE on 5-point faces
+    # (docs/results.md, the faces_dense_* steps): the recipe to use for an hour of compute.
     "dense": {"dense": 1.0, "dense_temperature": 20.0},
 }
