@@ -238,8 +238,10 @@ class MoCo(nn.Module):
         if self.training:
             self.momentum_update()
         out_k, out_k_all = self._keys(im_k, shuffle=True, dense=dense)
-        (q, map_q), (k, map_k), k_all = (out_q, out_k, out_k_all[0]) if dense else ((out_q, None), (out_k, None),
-                                                                                      out_k_all)
+        if dense:  # (embeddings, dense maps) pairs; only the embeddings enter the queue
+            (q, map_q), (k, map_k), k_all = out_q, out_k, out_k_all[0]
+        else:
+            q, k, k_all = out_q, out_k, out_k_all
         loss, logits = info_nce(q, k, self.queue.clone(), self.temperature)
         if self.training:
             self.enqueue(k_all)
