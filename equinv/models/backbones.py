@@ -154,6 +154,11 @@ class Encoder(nn.Module):
     def taps(self, x: Tensor) -> list[Tensor]:
         return self.backbone.taps(x)
 
+    def forward_with_taps(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(self(x), self.taps(x))`` from one trunk pass (the embedding pools the last tap)."""
+        taps = self.backbone.taps(x)
+        return F.normalize(self.head(torch.flatten(self.backbone.avgpool(taps[-1]), 1)), dim=1), taps
+
 
 # --------------------------------------------------------------------------- weights in and out
 

@@ -33,7 +33,6 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equinv import coords as C
@@ -42,6 +41,7 @@ from equinv.losses.equivariance import point_equivariance_loss
 from equinv.losses.infonce import info_nce
 from equinv.models.backbones import Encoder
 from equinv.models.hypercolumn import FactorisedConv1x1
+from equinv.models.transfer_head import sample_at
 
 #: What a forward pass of an encoder gives: global embeddings, or (embeddings, dense descriptor maps).
 Encoded = Tensor | tuple[Tensor, Tensor]
@@ -71,9 +71,7 @@ def sample_points(maps: Tensor, points: Tensor, input_size: tuple[int, int]) -> 
     ``(H, W)`` pixels, at ``points`` ``(B, N, 2)`` (x, y) in that input's pixels (``align_corners=False``:
     the maps' cell centres sit where :func:`~equinv.losses.equivariance.cell_centres` puts them)."""
     hin, win = input_size
-    grid = torch.stack((C.pix_to_norm(points[..., 0], win), C.pix_to_norm(points[..., 1], hin)), -1)
-    out = F.grid_sample(maps, grid[:, :, None].to(maps.dtype), mode="bilinear", align_corners=False)
-    return out[..., 0].transpose(1, 2)
+    return sample_at(maps, torch.stack((C.pix_to_norm(points[..., 0], win), C.pix_to_norm(points[..., 1], hin)), -1))
 
 
 def set_key_mode(encoder: nn.Module) -> None:
@@ -185,8 +183,7 @@ class MoCo(nn.Module):
         ``head`` over the conv2..conv5 taps at the conv2 resolution (a quarter of the input side)."""
 
         def run(x: Tensor) -> tuple[Tensor, Tensor]:
-            taps = encoder.taps(x)
-            z = F.normalize(encoder.head(torch.flatten(encoder.backbone.avgpool(taps[-1]), 1)), dim=1)
+            z, taps = encoder.forward_with_taps(x)
             return z, head(taps[1:], taps[1].shape[-1])
 
         return run
