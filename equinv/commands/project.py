@@ -18,9 +18,10 @@ from equinv.commands.options import (
 )
 from equinv.outputs import check_dir
 
-_FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "dim", "softargmax_mul",
-           "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs", "batch_size",
-           "max_images", "seed", "precision", "channels_last", "device", "match_batch", "feature_cache_gb", "log_every")
+_FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "projector", "dim",
+           "softargmax_mul", "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs",
+           "batch_size", "max_images", "seed", "precision", "channels_last", "device", "match_batch",
+           "feature_cache_gb", "log_every")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +53,8 @@ def register(sub) -> None:
         description="Feature projector as the reference code (protocol.md §3): 1x1 conv + spatial softmax (x6.5 "
         "for d=64, x7 otherwise), reference loss sum_v |u-v|^0.5 p(v|u) on a 24x24 grid with T=8 (d=64) / 7, "
         "Adam lr 1e-3 betas (0.5, 0.999) wd 5e-4, cosine over the epochs, batch 32, MoCo face augmentations. "
-        "--mode paper: linear projector and Eq. 3 on (x, TPS(x)) pairs. After each epoch: landmark matching "
+        "--mode paper: linear projector and Eq. 3 on (x, TPS(x)) pairs. --mode dve: DVE's loss through an auxiliary "
+        "face on DVE's TPS pairs (equinv's option). After each epoch: landmark matching "
         "on a seeded subset of --val; best.safetensors = lowest different-identity error.",
         epilog="Example: equinv project --backbone runs/celeba_r18 --arch resnet18 --dim 64 --epochs 10 "
         "--out runs/proj_r18_d64",
@@ -68,14 +70,20 @@ def register(sub) -> None:
     p.add_argument("--val-pairs", type=positive_int, default=None, help="matching pairs per validation (default 500)")
     p.add_argument("--val-seed", type=nonneg_int, default=None,
                    help="seed of the validation subset and warps (default 1)")
-    p.add_argument("--mode", choices=["reference", "paper"], default=None, help="reference (default) or paper")
+    p.add_argument("--mode", choices=["reference", "paper", "dve"], default=None,
+                   help="reference (default: the reference code's loss on one augmented view), paper (Eq. 3 on "
+                   "(x, TPS(x))) or dve (equinv's: DVE's pairs and loss through an auxiliary face, T 20; "
+                   "docs/pretraining.md)")
+    p.add_argument("--projector", choices=["softmax", "linear"], default=None,
+                   help="projector kind: 1x1 conv + spatial softmax (default in reference mode) or linear (default in "
+                   "paper and dve modes)")
     p.add_argument("--dim", type=positive_int, default=None, help="projected dimension d (default 64)")
     p.add_argument("--softargmax-mul", type=positive_float, default=None,
                    help="softmax multiplier (default 6.5 for d=64, else 7)")
     p.add_argument("--temperature", type=positive_float, default=None,
-                   help="loss logit scale T (default 8 for d=64 reference, else 7)")
+                   help="loss logit scale T (default 8 for d=64 reference, 20 dve, else 7)")
     p.add_argument("--power", type=positive_float, default=None,
-                   help="distance exponent (default 0.5 reference, 1 paper)")
+                   help="distance exponent (default 0.5 reference and dve, 1 paper)")
     aug = p.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
                      help="MoCo face augmentations (default in reference mode)")

@@ -80,8 +80,10 @@ class Projector(nn.Module):
 def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
     """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict.
 
-    The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``) and the
-    hypercolumn's per-layer ``channels``; returns ``(projector in eval mode on device, config dict)``.
+    The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``), the
+    hypercolumn's per-layer ``channels`` and the projector's kind (``projector``: softmax | linear; runs
+    written before it existed have the kind of their ``mode``); returns ``(projector in eval mode on device,
+    config dict)``.
     """
     p = Path(path)
     if p.is_dir():
@@ -90,6 +92,7 @@ def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tupl
     if "config" not in ck.meta or "channels" not in ck.meta:
         raise InputError("not a projector checkpoint (no config/channels in its metadata)", p)
     c = ck.meta["config"]
-    proj = Projector(ck.meta["channels"], c.get("dim", 64), c.get("mode", "reference"), c.get("softargmax_mul"))
+    kind = ck.meta.get("projector") or c.get("mode", "reference")
+    proj = Projector(ck.meta["channels"], c.get("dim", 64), kind, c.get("softargmax_mul"))
     proj.load_state_dict(ck.model)
     return proj.to(device).eval(), c

@@ -13,6 +13,14 @@ Layout of a run directory::
 reference loss (power 0.5, T = 8 for d = 64 else 7) at stride ``size/train_size``.
 ``mode="paper"``: linear projector, pairs ``(x, TPS(x))`` (preset ``tps``, on the canvas before the
 slice) and Eq. 3 with ‖g(u) − v‖ (power 1), T = 7; no augmentation by default.
+``mode="dve"`` (equinv's option, neither the paper's nor the reference's): DVE's training pairs
+(:func:`equinv.train.dve.make_pairs`: two TPS views with DVE's photometric noise) and DVE's loss with an
+auxiliary image (the next image of the batch; :func:`equinv.losses.dve.dve_loss`, descriptors
+L2-normalised × T, T = 20, power 0.5) on the projected hypercolumn. The two modes above only ask that
+locations of one face be told apart; matching through another face is what asks descriptors to agree
+*across* faces, which is what matching across identities measures. Linear projector by default: with the
+spatial softmax this loss matched twice as badly (docs/representations.md); ``projector`` chooses in
+every mode.
 
 Adam(lr 1e-3, betas (0.5, 0.999), wd 5e-4); per-epoch cosine ``lr_e = η_min + (lr − η_min)·½(1 + cos(π e/E))``
 for 1-based epoch e (CosineAnnealingLR stepped at the start of each epoch, as the reference), η_min = lr·0.2³·0.1.
@@ -49,10 +57,12 @@ from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
 from equinv.features.sources import ProjectedSource, hypercolumn_of
 from equinv.features.spec import FeatureSpec
+from equinv.losses.dve import dve_loss
 from equinv.losses.equivariance import paper_equivariance_loss, reference_equivariance_loss, warp_targets
 from equinv.models.hypercolumn import Hypercolumn
 from equinv.models.projector import Projector, load_projector
 from equinv.train.config import JsonConfig
+from equinv.train.dve import make_pairs
 from equinv.train.engine import Engine, Method, Position, step_seed, train
 from equinv.train.guards import check_options, check_precision
 
@@ -77,12 +87,13 @@ class ProjectConfig(JsonConfig):
     val_pairs: int = 500
     val_seed: int = 1
     out: str = "runs/project"
-    mode: str = "reference"  # reference | paper
+    mode: str = "reference"  # reference | paper | dve
+    projector: str | None = None  # softmax | linear; None: softmax in reference mode, linear otherwise
     dim: int = 64
     softargmax_mul: float | None = None  # None: 6.5 for d=64 else 7 (reference mode)
-    temperature: float | None = None  # None: 8 for reference d=64, else 7
-    power: float | None = None  # None: 0.5 (reference), 1.0 (paper)
-    augment: bool | None = None  # None: True for reference, False for paper
+    temperature: float | None = None  # None: 8 for reference d=64, 20 for dve, else 7
+    power: float | None = None  # None: 0.5 (reference, dve), 1.0 (paper)
+    augment: bool | None = None  # None: True for reference and dve (its own noise), False for paper
     tps: str = "dve"  # paper mode: warp preset for x' = TPS(x)
     train_size: int = 24
     size: int = 96
@@ -105,22 +116,26 @@ class ProjectConfig(JsonConfig):
     # resolved defaults -------------------------------------------------------------------------
     @property
     def use_augment(self) -> bool:
-        return (self.mode == "reference") if self.augment is None else bool(self.augment)
+        return (self.mode in ("reference", "dve")) if self.augment is None else bool(self.augment)
 
     @property
     def loss_temperature(self) -> float:
         if self.temperature is not None:
             return float(self.temperature)
+        if self.mode == "dve":
+            return 20.0
         return 8.0 if (self.mode == "reference" and self.dim == 64) else 7.0
 
     @property
     def loss_power(self) -> float:
         if self.power is not None:
             return float(self.power)
-        return 0.5 if self.mode == "reference" else 1.0
+        return 1.0 if self.mode == "paper" else 0.5
 
     @property
     def projector_mode(self) -> str:
+        if self.projector is not None:
+            return self.projector
         return "softmax" if self.mode == "reference" else "linear"
 
     @property
@@ -138,8 +153,12 @@ class ProjectConfig(JsonConfig):
                       positive=("softargmax_mul", "temperature", "power"),
                       nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
         check_precision(self.precision)
-        if self.mode not in ("reference", "paper"):
-            raise InputError(f"--mode must be reference or paper, got {self.mode!r}")
+        if self.mode not in ("reference", "paper", "dve"):
+            raise InputError(f"--mode must be reference, paper or dve, got {self.mode!r}")
+        if self.projector not in (None, "softmax", "linear"):
+            raise InputError(f"--projector must be softmax or linear, got {self.projector!r}")
+        if self.mode == "dve" and self.augment is False:
+            raise InputError("--mode dve draws DVE's photometric noise into every pair; --no-augment does not apply")
         if _looks_like_test(self.val):
             raise InputError(f"--val {self.val!r} looks like a test split; model selection must not see test data")
         if self.tps not in TPS_PRESETS:
@@ -276,8 +295,14 @@ class ProjectMethod(Method):
         temperature, power = cfg.loss_temperature, cfg.loss_power
         batch = self.images.__getitems__(pos.tolist())
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, global_step))
-        x = self._base_view(batch["image"].to(self.device, non_blocking=True), gen)
-        if cfg.mode == "reference":
+        x = None if cfg.mode == "dve" else self._base_view(batch["image"].to(self.device, non_blocking=True), gen)
+        if cfg.mode == "dve":
+            x1, x2, grid = make_pairs(batch["image"].to(self.device, non_blocking=True), cfg.size, cfg.size, gen)
+            with torch.no_grad():
+                maps = hc.maps(torch.cat((x1, x2)))
+            f1, f2 = proj([m.float() for m in maps], cfg.train_size).chunk(2)
+            loss = dve_loss(f1, f2, grid, True, power, scale=temperature)
+        elif cfg.mode == "reference":
             with torch.no_grad():
                 maps = self.cache.get(pos, lambda x=x: hc.maps(x))
             loss = reference_equivariance_loss(proj(maps, cfg.train_size), self.stride, temperature, power)
@@ -326,7 +351,7 @@ class ProjectMethod(Method):
     def checkpoint_meta(self, pos: Position) -> dict:
         # a projector checkpoint is always at an epoch's end: "epoch" is the finished one
         return {"epoch": pos.epoch - 1, "global_step": pos.global_step, "best": self.best, "history": self.history,
-                "config": asdict(self.cfg), "channels": list(self.hc.channels)}
+                "config": asdict(self.cfg), "channels": list(self.hc.channels), "projector": self.model.mode}
 
     def load(self, ck) -> Position:
         self.model.load_state_dict(ck.model)

@@ -179,3 +179,21 @@ def test_finetune_input_scale_matches_the_frozen_scale_and_is_used(tmp_path):
     res = run_regression(cfg, tmp_path / "ft", trunk=frozen_trunk("resnet18", None, seed=0))
     assert res["input_scale"] == "std" and res["config"]["finetune"]
     assert np.isfinite(res["iod_error_percent"])
+
+
+def test_a_dve_mode_linear_projector_is_rebuilt_from_its_recorded_config(tmp_path):
+    """A saved landmark model rebuilds its source from ``source_config``: the projector's kind travels."""
+    from equinv.features.sources import source_config, source_skeleton
+
+    torch.manual_seed(0)
+    proj = Projector((512, 256, 128, 64), dim=8, mode="linear")
+    meta = {"config": asdict(ProjectConfig(dim=8, mode="dve", projector="linear")),
+            "channels": [512, 256, 128, 64], "projector": "linear"}
+    save_checkpoint(tmp_path / "proj" / "checkpoints" / "best.safetensors", proj.state_dict(), None, meta=meta)
+    spec = FeatureSpec("projected", projector=str(tmp_path / "proj"), grid=12)
+    src = build_source(spec, trunk=frozen_trunk("resnet18", None, seed=0))
+    assert src.projector.mode == "linear"
+    skel = source_skeleton(spec, source_config(src))
+    skel.load_state_dict(src.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    torch.testing.assert_close(skel.maps(x)[0], src.maps(x)[0])

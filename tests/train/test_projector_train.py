@@ -76,3 +76,49 @@ def test_feature_cache_hits_and_budget():
     tiny = FeatureCache(10**9, budget_gb=1e-6)
     tiny.get(idx, lambda: compute(idx))
     assert not tiny.enabled
+
+
+def test_project_dve_mode_softmax_projector_resumes_exactly(tmp_path, capsys):
+    """--mode dve: DVE's pairs and loss; the projector kind is recorded and read back; resume is exact."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    extra = ("--mode", "dve", "--projector", "softmax", "--dim", "8", "--max-images", "32")
+    assert main(_args(whole, "--epochs", "2", *extra)) == 0
+    cfg = ProjectConfig.load(whole / "config.json")
+    assert cfg.use_augment and cfg.loss_temperature == 20.0 and cfg.loss_power == 0.5
+    assert cfg.projector_mode == "softmax"
+    last = Checkpoint(whole / "checkpoints" / "last.safetensors")
+    assert last.meta["projector"] == "softmax" and "conv.conv.bias" in last.model
+    proj, c = load_projector(whole)
+    assert proj.mode == "softmax" and c["mode"] == "dve"
+    rows = [json.loads(line) for line in (whole / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    # the same run killed at the end of epoch 2 (before its checkpoint) and resumed ends with the same weights
+    from equinv.train.projector import ProjectMethod
+
+    real = ProjectMethod.end_epoch
+
+    def killed(self, epoch, engine):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real(self, epoch, engine)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ProjectMethod, "end_epoch", killed)
+        assert main(_args(split, "--epochs", "2", *extra)) != 0  # the CLI reports the interrupt
+    assert Checkpoint(split / "checkpoints" / "last.safetensors").meta["epoch"] == 1
+    assert main(["project", "--resume", str(split), "--quiet"]) == 0
+    other = Checkpoint(split / "checkpoints" / "last.safetensors").model
+    assert all(torch.equal(last.model[k], other[k]) for k in last.model)
+
+
+def test_project_dve_mode_learns_and_linear_is_its_default(tmp_path, capsys):
+    run = tmp_path / "dve"
+    assert main(_args(run, "--epochs", "3", "--mode", "dve", "--dim", "8", "--lr", "1e-2")) == 0
+    assert Checkpoint(run / "checkpoints" / "last.safetensors").meta["projector"] == "linear"
+    losses = [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if '"val"' in line]
+    assert losses[-1] < losses[0]
+
+
+def test_project_dve_mode_refuses_no_augment(tmp_path, capsys):
+    assert main(_args(tmp_path / "x", "--mode", "dve", "--no-augment")) == 2
+    assert "--no-augment does not apply" in capsys.readouterr().err
