@@ -273,8 +273,9 @@ def test_results_claims_on_fake_outputs(tmp_path):
 
 def _with_preset(cfg: dict) -> dict:
     pre = dict(cfg["faces"]["pretrain"], extra=[*cfg["faces"]["pretrain"]["extra"], "--head", "mlp"])
+    variant = {"name": "dve", "label": "DVE loss", "extra": ["--mode", "dve"]}
     return {**cfg, "presets": [{"name": "small", "label": "small-data preset", "pretrain": pre,
-                                "project": dict(cfg["faces"]["project"], dims=[32])}]}
+                                "project": dict(cfg["faces"]["project"], dims=[32], variants=[variant])}]}
 
 
 def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
@@ -286,7 +287,8 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
     assert all(by[n].argv == argv for n, argv in base.items())
     new = [s.name for s in steps if s.name not in base]
     assert new == ["faces_small_pretrain", "faces_regress_small_hc", "faces68_regress_small_hc",
-                   "faces_match_small_hc", "faces_small_project_d32", "faces_match_small_proj_d32"]
+                   "faces_match_small_hc", "faces_small_project_d32", "faces_match_small_proj_d32",
+                   "faces_small_project_dve_d32", "faces_match_small_proj_dve_d32"]
     pre = by["faces_small_pretrain"]
     assert pre.out == str(tmp_path / "run/faces_small/pretrain") and pre.argv[-2:] == ["--head", "mlp"]
     assert pre.resume_argv[:3] == ["pretrain", "--resume", pre.out]
@@ -299,6 +301,12 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
     proj = by["faces_small_project_d32"]
     assert proj.argv[proj.argv.index("--backbone") + 1] == pre.out and proj.deps == ["faces_small_pretrain"]
     assert by["faces_match_small_proj_d32"].deps == ["faces_small_pretrain", "faces_small_project_d32"]
+    # a projector variant: the same command plus its flags, in its own directory, matched like the others
+    dve = by["faces_small_project_dve_d32"]
+    assert dve.argv == [a.replace("project_d32", "project_dve_d32") for a in proj.argv] + ["--mode", "dve"]
+    assert dve.label == "projector 32-D (DVE loss), small-data preset"
+    vm = by["faces_match_small_proj_dve_d32"]
+    assert vm.argv[vm.argv.index("--projector") + 1] == dve.out and vm.deps == ["faces_small_pretrain", dve.name]
 
     _fake_regression(by["faces_regress_small_hc"], {"test": 4.0, "val": 3.9})
     _fake_regression(by["faces_regress_random"], {"test": 5.0, "val": 5.1})
@@ -309,6 +317,7 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
     _fake_match(by["faces_match_random"], 0.9, 6.0)
     _fake_match(by["faces_match_dve"], 0.8, 3.0)
     _fake_match(by["faces_match_small_proj_d32"], 0.8, 2.5)
+    _fake_match(by["faces_match_small_proj_dve_d32"], 0.6, 3.5)
     page = write_results(cfg, steps, tmp_path / "results.md").read_text()
     claims = {m.group(1): m.group(2) for m in re.finditer(r"^- \*\*(.+?)\*\*: (.+)$", page, flags=re.M)}
     P_ = "small-data preset: "
@@ -321,9 +330,12 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
         "does not hold (small 7.00 vs random 6.00)")
     assert claims[P_ + "projected features (32-D) beat DVE on different-identity matching"].startswith(
         "holds (small projected 2.50 vs DVE 3.00)")
+    assert claims[P_ + "projected features (32-D, DVE loss) beat DVE on different-identity matching"].startswith(
+        "does not hold (small projected (dve) 3.50 vs DVE 3.00)")
     # the rows sit in the paper recipe's tables
     assert "| ours, resnet18 hypercolumn, small-data preset | 3.90 | 4.00 | 7 |" in page
     assert "| ours + projector 32-D, small-data preset | 0.80 | 2.50 |" in page
+    assert "| ours + projector 32-D (DVE loss), small-data preset | 0.60 | 3.50 |" in page
     assert "| ours, resnet18 hypercolumn, small-data preset | 8.00 | 9.00 |" in page
 
 

@@ -27,9 +27,10 @@ def pretrain_minutes(rates: dict, n: int, epochs: int, cap: float | None, key: s
     return min(m, cap) if cap else m
 
 
-def project_minutes(rates: dict, n: int, epochs: int, val_pairs: int) -> float:
-    """Projector training: ``epochs`` passes, plus a matching validation of ``val_pairs`` after each."""
-    per_epoch = n / rates["project_img_s"] + val_pairs / rates["match_pairs_s"]
+def project_minutes(rates: dict, n: int, epochs: int, val_pairs: int, rate: str = "project_img_s") -> float:
+    """Projector training: ``epochs`` passes, plus a matching validation of ``val_pairs`` after each; ``rate``
+    names the training rate (a variant that cannot cache its features has its own), else ``project_img_s``."""
+    per_epoch = n / rates.get(rate, rates["project_img_s"]) + val_pairs / rates["match_pairs_s"]
     return (epochs * per_epoch + rates["step_overhead_s"]) / 60.0
 
 

@@ -11,8 +11,9 @@ Layout under the run root ``OUT`` (``runs/repro`` by default)::
     faces/limited/{hc,proj_d64,dve,random}, faces/limited/compare        Table 12 / Fig. 4a
     faces68/regress/{hc,random,dve}                                      300-W (Table 10 column)
     birds/pretrain, birds/dve, birds/regress/{hc,random,dve}            CUB (Tables 2, 13)
-    faces_NAME/{pretrain,project_dD}, faces/regress/NAME_hc, faces68/regress/NAME_hc,
-    faces/match/{NAME_hc,NAME_proj_dD}                                   presets (config ``presets``)
+    faces_NAME/{pretrain,project_dD,project_V_dD}, faces/regress/NAME_hc, faces68/regress/NAME_hc,
+    faces/match/{NAME_hc,NAME_proj_dD,NAME_proj_V_dD}                    presets (config ``presets``;
+                                                                          V: a projector variant)
     feature_cache/                                                       frozen features, shared
 """
 
@@ -113,20 +114,25 @@ class _Builder:
                              f"DVE {c['arch']}", resume, c.get("max_minutes"), pre if same else None, estimate,
                              {"arch": c["arch"]}))
 
-    def project(self, prefix: str, p: dict, dim: int, label: str = "") -> Step:
-        """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone."""
+    def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None) -> Step:
+        """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone; a ``variant``
+        (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``) adds
+        its flags and writes ``project_NAME_dD``."""
         d = self.data
-        out = self.d(prefix, f"project_d{dim}")
+        tag = f"{variant['name']}_d{dim}" if variant else f"d{dim}"
+        extra = [*p.get("extra", []), *(variant or {}).get("extra", [])]
+        out = self.d(prefix, f"project_{tag}")
         lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
         argv = ["project", "--backbone", self.d(prefix, "pretrain"), "--arch", self.arch, "--dim", str(dim),
                 "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
-                "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *p.get("extra", [])]
+                "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *extra]
         n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
-        return self.add(Step(f"{prefix}_project_d{dim}", argv, out, ["checkpoints/best.safetensors"],
-                             [f"{prefix}_pretrain"], "projector",
-                             f"projector {dim}-D" + (f", {label}" if label else ""),
+        what = f"projector {dim}-D" + (f" ({variant['label']})" if variant else "")
+        return self.add(Step(f"{prefix}_project_{tag}", argv, out, ["checkpoints/best.safetensors"],
+                             [f"{prefix}_pretrain"], "projector", what + (f", {label}" if label else ""),
                              ["project", "--resume", out, *self.dev, "--quiet"],
-                             estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"]),
+                             estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"],
+                                                              (variant or {}).get("rate", "project_img_s")),
                              meta={"dim": dim}))
 
     def faces_representations(self) -> None:
@@ -320,6 +326,12 @@ class _Builder:
                 self.match(f"{name}_proj_d{dim}", P, ["--source", "projected", "--projector", proj.out],
                            [*deps, proj.name], f"ours + projector {dim}-D, {label}",
                            {"method": f"proj_d{dim}", "dim": dim, "preset": name})
+                for v in p["project"].get("variants", []):
+                    proj = self.project(prefix, p["project"], dim, label, v)
+                    self.match(f"{name}_proj_{v['name']}_d{dim}", P, ["--source", "projected", "--projector",
+                                                                       proj.out], [*deps, proj.name],
+                               f"ours + projector {dim}-D ({v['label']}), {label}",
+                               {"method": f"proj_{v['name']}_d{dim}", "dim": dim, "preset": name})
 
 
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
