@@ -40,6 +40,8 @@ VARIANTS: dict[str, list[str]] = {
     "dense": ["--dense", "1"],
     # ... with sharper correspondences (logit multiplier 20 instead of the reference projector's 7)
     "dense_t20": ["--dense", "1", "--dense-temperature", "20"],
+    # ... each point's descriptor first rebuilt from another face of the batch (DVE's auxiliary image)
+    "dense_aux": ["--dense", "1", "--dense-temperature", "20", "--dense-aux"],
 }
 
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             "arch", "head", "dim", "queue", "momentum", "temperature", "batch_size", "lr", "epochs", "max_images",
             "max_minutes", "max_steps", "recipe", "tps", "grayscale", "size", "bn_groups", "query_bn", "seed",
             "precision", "channels_last", "workers", "device", "ckpt_every", "save_every", "log_every", "skip_bad",
-            "init", "dense", "dense_dim", "dense_temperature", "dense_points",
+            "init", "dense", "dense_dim", "dense_temperature", "dense_points", "dense_aux",
         )
         if getattr(args, f) is not None
     }
@@ -135,6 +135,9 @@ def register(sub) -> None:
                    help="logit multiplier of the equivariance term (default 7, the reference projector's)")
     p.add_argument("--dense-points", type=positive_int, default=None,
                    help="track a N x N grid of input points through both views (default 16)")
+    p.add_argument("--dense-aux", action="store_true", default=None,
+                   help="rebuild each tracked point's descriptor from another image of the batch before it is "
+                   "scored (DVE's auxiliary image): the term then also asks descriptors to agree across images")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
     add_precision_arg(p, "the network passes (MoCo, or DVE with --method dve)")
     p.add_argument("--workers", type=nonneg_int, default=None, help="DataLoader worker processes (default 0)")

@@ -141,3 +141,15 @@ def point_equivariance_loss(a: Tensor, f2: Tensor, targets: Tensor, stride: floa
         return per_u.mean()
     m = valid.to(per_u.device, per_u.dtype)
     return (per_u * m).sum() / m.sum().clamp_min(1.0)
+
+
+def through_auxiliary(a: Tensor, aux: Tensor, temperature: float = 7.0) -> Tensor:
+    """Descriptors ``a`` ``(B, N, d)`` rebuilt from an auxiliary map ``aux`` ``(B, d, h, w)`` (DVE's step).
+
+    Each descriptor is softly matched to the auxiliary image's cells, ``p(w|u) = softmax_w(T·cos(a_u, aux_w))``,
+    and replaced by ``Σ_w p(w|u) aux_w`` (unit cells): scoring the result with Eq. 3 asks that a point's
+    descriptor find its own location *through another instance*, as DVE's loss does (:mod:`equinv.losses.dve`).
+    """
+    z = _flat_normalised(aux, True)  # (B, hw, d)
+    p = torch.softmax((temperature * torch.bmm(F.normalize(a, dim=-1), z.transpose(1, 2))).float(), dim=-1)
+    return torch.bmm(p.to(z.dtype), z)

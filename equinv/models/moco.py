@@ -22,6 +22,9 @@ like the key encoder. Points tracked through both views (``points``: where each 
 in the key view) are described from the query map and scored with the paper's Eq. 3 against every cell
 of the key map (:func:`~equinv.losses.equivariance.point_equivariance_loss`): a descriptor must pick
 out its own location in the other view. The loss becomes ``InfoNCE + dense_weight · L_eq``.
+With ``dense_aux`` each point's descriptor is first rebuilt from the query map of *another* image of the
+batch (the next one: a soft match, as DVE's auxiliary image, :mod:`equinv.losses.dve`) before it is scored,
+so the term also asks descriptors to agree across instances.
 
 The momentum update and the enqueue happen only in training mode; ``model.eval()`` gives a loss
 without changing the key encoder or the queue.
@@ -37,7 +40,7 @@ from torch import Tensor, nn
 
 from equinv import coords as C
 from equinv import distributed as D
-from equinv.losses.equivariance import point_equivariance_loss
+from equinv.losses.equivariance import point_equivariance_loss, through_auxiliary
 from equinv.losses.infonce import info_nce
 from equinv.models.backbones import Encoder
 from equinv.models.hypercolumn import FactorisedConv1x1
@@ -94,6 +97,9 @@ class MoCo(nn.Module):
         query_bn: ``groups``: the query batch is normalised in the same ``bn_groups`` contiguous groups (the
             reference: DataParallel on 4 GPUs normalises each GPU's quarter of the queries separately);
             ``batch``: over the whole batch (equinv ≤ 0.1; docs/parity.md §5).
+        dense_dim, dense_weight, dense_temperature, dense_power, dense_aux: equinv's equivariance term (module
+            docstring): the dense head's channels (0: off, the paper's MoCo), the term's weight, Eq. 3's logit
+            multiplier and distance exponent, and whether descriptors are first rebuilt from another image.
 
     ``stats`` holds detached 0-d tensors: ``pos_sim`` (mean q·k), ``neg_sim`` (mean q·queue),
     ``acc`` (fraction of queries whose positive has the largest logit).
@@ -120,6 +126,7 @@ class MoCo(nn.Module):
         dense_weight: float = 1.0,
         dense_temperature: float = 7.0,
         dense_power: float = 0.5,
+        dense_aux: bool = False,
     ):
         super().__init__()
         if query_bn not in ("groups", "batch"):
@@ -143,6 +150,7 @@ class MoCo(nn.Module):
         self.dense_q: FactorisedConv1x1 | None = None
         self.dense_k: FactorisedConv1x1 | None = None
         self.dense_weight, self.dense_temperature, self.dense_power = dense_weight, dense_temperature, dense_power
+        self.dense_aux = dense_aux
         if dense_dim:
             self.dense_q = FactorisedConv1x1(encoder.trunk_channels[1:], dense_dim)
             self.dense_k = copy.deepcopy(self.dense_q)
@@ -252,6 +260,8 @@ class MoCo(nn.Module):
             in_q, in_k, valid = points
             with torch.autocast(device_type=im_q.device.type, enabled=False):
                 a = sample_points(map_q.float(), in_q, tuple(im_q.shape[-2:]))
+                if self.dense_aux:
+                    a = through_auxiliary(a, map_q.float().roll(-1, dims=0), self.dense_temperature)
                 stride = im_k.shape[-1] / map_k.shape[-1]
                 l_eq = point_equivariance_loss(a, map_k.float(), in_k, stride, valid, self.dense_temperature,
                                                self.dense_power)

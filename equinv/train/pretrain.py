@@ -90,6 +90,7 @@ class PretrainConfig(JsonConfig):
     dense_temperature: float = 7.0  # logit multiplier of Eq. 3 (the reference projector's T)
     dense_power: float = 0.5  # exponent of the distance in Eq. 3 (the reference projector's)
     dense_points: int = 16  # a side × side grid of input points tracked through both views
+    dense_aux: bool = False  # rebuild each point's descriptor from another image first (DVE's auxiliary)
 
     @classmethod
     def from_preset(cls, preset: str = "paper", **values) -> PretrainConfig:
@@ -126,6 +127,8 @@ class PretrainConfig(JsonConfig):
             raise InputError(f"--query-bn must be groups or batch, got {self.query_bn!r}")
         if self.dense:
             check_options(self, count=("dense_dim", "dense_points"))
+        elif self.dense_aux:
+            raise InputError("--dense-aux changes the equivariance term, which is off: add --dense W (W > 0)")
         if self.queue < self.batch_size:
             raise InputError(f"--queue {self.queue} is smaller than --batch-size {self.batch_size}")
 
@@ -161,7 +164,7 @@ class MoCoMethod(Method):
             cfg.arch, dim=cfg.dim, head=cfg.head, queue_size=cfg.queue, momentum=cfg.momentum,
             temperature=cfg.temperature, bn_groups=cfg.bn_groups, query_bn=cfg.query_bn,
             dense_dim=cfg.dense_dim if cfg.dense else 0, dense_weight=cfg.dense,
-            dense_temperature=cfg.dense_temperature, dense_power=cfg.dense_power,
+            dense_temperature=cfg.dense_temperature, dense_power=cfg.dense_power, dense_aux=cfg.dense_aux,
         ).to(device)
         precision_lib.prepare(self.model, cfg.precision, cfg.channels_last)
         if D.is_main():

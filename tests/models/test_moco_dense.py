@@ -100,3 +100,36 @@ def test_invalid_points_do_not_count():
 def test_bad_dense_dim_is_refused():
     with pytest.raises(ValueError, match="dense_dim"):
         _moco(dense_dim=-1)
+
+
+def test_through_auxiliary_rebuilds_from_the_other_map():
+    from equinv.losses.equivariance import through_auxiliary
+
+    aux = torch.randn(2, 6, 3, 3)
+    cells = torch.nn.functional.normalize(aux.flatten(2).transpose(1, 2), dim=-1)  # (2, 9, 6) unit cells
+    # a descriptor equal to a cell of the auxiliary map, at a sharp multiplier, comes back as that cell
+    got = through_auxiliary(cells[:, [4, 7]] * 3.0, aux, temperature=1e3)
+    torch.testing.assert_close(got, cells[:, [4, 7]])
+    # at multiplier 0 it is the mean cell, whatever the descriptor
+    flat = through_auxiliary(torch.randn(2, 5, 6), aux, temperature=0.0)
+    torch.testing.assert_close(flat, cells.mean(1, keepdim=True).expand(-1, 5, -1))
+
+
+def test_dense_aux_scores_descriptors_rebuilt_from_the_next_image():
+    """With --dense-aux the term changes, and the next image's query map receives gradient through it."""
+    from equinv.losses.equivariance import point_equivariance_loss, through_auxiliary
+
+    plain, aux = _moco(dense_dim=8, dense_temperature=20.0), _moco(dense_dim=8, dense_temperature=20.0,
+                                                                   dense_aux=True)
+    aux.load_state_dict(plain.state_dict())
+    x, pts = _images(), _points()
+    sp, sa = _stats(plain.eval(), x, pts), _stats(aux.eval(), x, pts)
+    assert not torch.allclose(sp["dense"], sa["dense"]) and torch.allclose(sp["nce"], sa["nce"])
+    # the term is Eq. 3 on descriptors rebuilt from the query map of image (b + 1) mod B
+    m = aux.eval()
+    _, map_q = m._dense_encoder(m.encoder_q, m.dense_q)(x)
+    torch.manual_seed(3)
+    (_, map_k), _ = m._keys(x, shuffle=True, dense=True)
+    a = through_auxiliary(sample_points(map_q, pts[0], (32, 32)), map_q.roll(-1, dims=0), 20.0)
+    want = point_equivariance_loss(a, map_k, pts[1], 32 / map_k.shape[-1], pts[2], 20.0, 0.5)
+    torch.testing.assert_close(sa["dense"], want)

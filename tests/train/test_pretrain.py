@@ -163,3 +163,14 @@ def test_pretrain_method_dve_and_its_resume(tmp_path, capsys):
     assert main(["pretrain", "--method", "dve", "--arch", "resnet18", "--data", "synthetic:4?size=64"]) == 2
     assert main(["pretrain", "--arch", "hourglass", "--data", "synthetic:4?size=64"]) == 2
     assert "--method dve" in capsys.readouterr().err
+
+
+def test_dense_aux_needs_the_term_and_is_recorded(tmp_path):
+    from equinv.errors import InputError
+    from equinv.train.pretrain import PretrainConfig
+
+    with pytest.raises(InputError, match="--dense-aux"):
+        PretrainConfig(data=["synthetic:8"], dense_aux=True).validate()
+    PretrainConfig(data=["synthetic:8"], dense=1.0, dense_aux=True).validate()
+    bad = _run([*TINY, "--dense-aux", "--out", str(tmp_path / "x")])
+    assert bad.returncode == 2 and "--dense W" in bad.stderr and "Traceback" not in bad.stderr
