@@ -48,7 +48,8 @@ def row(name: str, run: Path) -> str:
     """A markdown row: flags, mean training seconds per epoch, the best epoch's matching errors."""
     epochs = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if '"val"' in ln]
     best = min(epochs, key=lambda e: e["val"]["match_error_diff"])
-    train_s = sum(e["train_s"] for e in epochs[1:] or epochs) / len(epochs[1:] or epochs)  # epoch 1 decodes images
+    timed = epochs[1:] or epochs  # epoch 1 also decodes the images
+    train_s = sum(e["train_s"] for e in timed) / len(timed)
     return (f"| {name} | `{' '.join(VARIANTS.get(name, [])) or '(plan)'}` | {train_s:.0f} | {best['epoch']} of "
             f"{len(epochs)} | {best['val']['match_error_same']:.2f} | {best['val']['match_error_diff']:.2f} |")
 

@@ -295,9 +295,10 @@ class ProjectMethod(Method):
         temperature, power = cfg.loss_temperature, cfg.loss_power
         batch = self.images.__getitems__(pos.tolist())
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, global_step))
-        x = None if cfg.mode == "dve" else self._base_view(batch["image"].to(self.device, non_blocking=True), gen)
+        img = batch["image"].to(self.device, non_blocking=True)
+        x = None if cfg.mode == "dve" else self._base_view(img, gen)
         if cfg.mode == "dve":
-            x1, x2, grid = make_pairs(batch["image"].to(self.device, non_blocking=True), cfg.size, cfg.size, gen)
+            x1, x2, grid = make_pairs(img, cfg.size, cfg.size, gen)
             with torch.no_grad():
                 maps = hc.maps(torch.cat((x1, x2)))
             f1, f2 = proj([m.float() for m in maps], cfg.train_size).chunk(2)

@@ -113,10 +113,14 @@ def test_through_auxiliary_rebuilds_from_the_other_map():
     # at multiplier 0 it is the mean cell, whatever the descriptor
     flat = through_auxiliary(torch.randn(2, 5, 6), aux, temperature=0.0)
     torch.testing.assert_close(flat, cells.mean(1, keepdim=True).expand(-1, 5, -1))
+    # the auxiliary map is trained through it (DVE lets the gradient reach both images)
+    aux.requires_grad_(True)
+    through_auxiliary(torch.randn(2, 5, 6), aux, temperature=5.0).sum().backward()
+    assert aux.grad.abs().sum() > 0
 
 
 def test_dense_aux_scores_descriptors_rebuilt_from_the_next_image():
-    """With --dense-aux the term changes, and the next image's query map receives gradient through it."""
+    """With --dense-aux the term changes (InfoNCE does not) and is Eq. 3 on descriptors rebuilt from the next image."""
     from equinv.losses.equivariance import point_equivariance_loss, through_auxiliary
 
     plain, aux = _moco(dense_dim=8, dense_temperature=20.0), _moco(dense_dim=8, dense_temperature=20.0,

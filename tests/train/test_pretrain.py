@@ -165,7 +165,7 @@ def test_pretrain_method_dve_and_its_resume(tmp_path, capsys):
     assert "--method dve" in capsys.readouterr().err
 
 
-def test_dense_aux_needs_the_term_and_is_recorded(tmp_path):
+def test_dense_aux_needs_the_term(tmp_path):
     from equinv.errors import InputError
     from equinv.train.pretrain import PretrainConfig
 
