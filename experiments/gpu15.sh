@@ -12,7 +12,7 @@
 #         --out /tmp/equinv_gpu15 --results docs/results_gpu15.md
 # (the archive restores only steps whose commands are the plan's own: same data root and run root as on the GPU)
 #
-# It runs the plan of experiments/configs/gpu15.json (the small-data preset's bf16 MoCo on the CelebA faces, then
+# It runs the plan of experiments/configs/gpu15.json (the equivariance-term preset's bf16 MoCo on the CelebA faces, then
 # the 5-point regression and matching of its hypercolumn, of a 256-D projection and of a random network) through
 # `python -m equinv.experiments reproduce`, resumable like every plan, then measures the rates. The run root (feature
 # caches, weights) stays in /tmp; only the archive (records, logs, small weights), the page and rates.json go to OUT.
@@ -21,7 +21,7 @@ DATA=${1:?usage: gpu15.sh DATA_ROOT OUT}
 OUT=${2:?usage: gpu15.sh DATA_ROOT OUT}
 PY=${PYTHON:-python3}
 RUN=${GPU15_RUN:-/tmp/equinv_gpu15}
-STEPS=faces_small_pretrain,faces_regress_small_hc,faces_regress_random,faces_match_small_hc,faces_match_random,faces_small_project_d256,faces_match_small_proj_d256
+STEPS=faces_dense_pretrain,faces_regress_dense_hc,faces_regress_random,faces_match_dense_hc,faces_match_random,faces_dense_project_d256,faces_match_dense_proj_d256
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),

@@ -94,11 +94,11 @@ def test_gpu_plan_script_runs_celeba_only_steps_that_fit_its_minutes():
     # everything it reads travels to the GPU machine: the CelebA faces only (MTFL, 300-W and CUB do not fit)
     specs = [a for s in chosen for a in s.argv if a.startswith(("celeba:", "mtfl:", "facepoint:", "300w:", "cub:"))]
     assert specs and all(a.startswith("celeba:DATA/celeba?") for a in specs)
-    pre = by["faces_small_pretrain"]
-    assert {"--preset", "small", "--precision", "bf16"} <= set(pre.argv) and pre.argv[pre.argv.index("--device") + 1] \
+    pre = by["faces_dense_pretrain"]
+    assert {"--preset", "dense", "--precision", "bf16"} <= set(pre.argv) and pre.argv[pre.argv.index("--device") + 1] \
         == "cuda"
     assert "not_mafl&holdout=1000&part=train" in pre.argv[pre.argv.index("--data") + 1]
-    test = by["faces_regress_small_hc"].argv
+    test = by["faces_regress_dense_hc"].argv
     assert test[test.index("--test") + 1].endswith("not_mafl&holdout=1000&part=val")  # held out of pretraining
     assert sum(s.estimate_min for s in chosen) <= 10
 

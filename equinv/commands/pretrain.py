@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _flags(preset: str) -> str:
-    """The options a preset sets, as flags (``--head mlp, --temperature 0.2``)."""
-    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS[preset].items())
+    """The options a preset sets, as flags (``--head mlp, --temperature 0.2``; a switch alone: ``--dense-aux``)."""
+    return ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in PRESETS[preset].items())
 
 
 def register(sub) -> None:
@@ -97,9 +97,9 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="recipe the other options start from: paper (default; the reference's MoCo v1, used by the "
                    f"paper's tables), small ({_flags('small')}; tried for small data, worse than paper at equinv's CPU "
-                   f"budget) or dense ({_flags('dense')}: the paper's MoCo plus equinv's equivariance term, the "
-                   "best of the three there); what "
-                   "each gave: docs/pretraining.md. Options given explicitly override it")
+                   f"budget), dense ({_flags('dense')}: the paper's MoCo plus equinv's equivariance term, the "
+                   f"best there) or dense_aux ({_flags('dense_aux')}: dense with DVE's auxiliary step in that term); "
+                   "what each gave: docs/pretraining.md. Options given explicitly override it")
     p.add_argument("--head", choices=["linear", "mlp"], default=None, help="projection head (default linear)")
     p.add_argument("--dim", type=positive_int, default=None, help="embedding dimension (default 128)")
     p.add_argument("--queue", type=positive_int, default=None, help="MoCo queue size K (default 4096)")

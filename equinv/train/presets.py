@@ -16,4 +16,8 @@ PRESETS: dict[str, dict] = {
     # CPU budget it beats the paper recipe, the random network and same-wall-clock DVE on 5-point faces
     # (docs/results.md, the faces_dense_* steps): the recipe to use for an hour of compute.
     "dense": {"dense": 1.0, "dense_temperature": 20.0},
+    # ``dense`` with DVE's auxiliary step in the equivariance term (each tracked point's descriptor rebuilt from
+    # the next image's query map first, ``--dense-aux``): the first MoCo recipe to beat the random network on
+    # different-identity matching in five-epoch validation runs (experiments/findings.md).
+    "dense_aux": {"dense": 1.0, "dense_temperature": 20.0, "dense_aux": True},
 }

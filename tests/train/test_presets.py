@@ -23,7 +23,7 @@ def test_small_preset_sets_its_values_and_explicit_options_win():
     assert cfg.effective_lr == pytest.approx(0.03 * 128 / 256)  # the reference's linear lr scaling
     with pytest.raises(InputError, match="unknown preset 'tiny'"):
         PretrainConfig.from_preset("tiny", data=["x"])
-    assert set(PRESETS) == {"paper", "small", "dense"}
+    assert set(PRESETS) == {"paper", "small", "dense", "dense_aux"}
 
 
 def test_dense_preset_is_the_paper_recipe_plus_the_equivariance_term():
@@ -32,6 +32,27 @@ def test_dense_preset_is_the_paper_recipe_plus_the_equivariance_term():
     assert (cfg.dense, cfg.dense_temperature) == (1.0, 20.0) and base.dense == 0.0
     assert (cfg.head, cfg.temperature, cfg.queue, cfg.batch_size) == (base.head, base.temperature, base.queue,
                                                                        base.batch_size)
+
+
+def test_dense_aux_preset_is_dense_through_another_face(tmp_path):
+    cfg = PretrainConfig.from_preset("dense_aux", data=["x"])
+    dense = PretrainConfig.from_preset("dense", data=["x"])
+    assert cfg.dense_aux and not dense.dense_aux
+    assert {**vars(cfg), "dense_aux": False, "preset": "dense"} == vars(dense)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", "synthetic:16?size=48", "--arch", "resnet18", "--preset", "dense_aux",
+                 "--batch-size", "8", "--queue", "16", "--epochs", "1", "--max-steps", "1", "--log-every", "1",
+                 "--size", "32", "--out", str(out), "--quiet"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["preset"], saved["dense"], saved["dense_aux"]) == ("dense_aux", 1.0, True)
+    rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines()]
+    assert "dense" in rows[-1]  # the equivariance term was trained
+
+
+def test_preset_help_names_each_flag_it_sets(capsys):
+    assert main(["pretrain", "--help"]) == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse may wrap inside a hyphenated flag
+    assert "--dense1.0,--dense-temperature20.0,--dense-aux:" in text and "--dense-auxTrue" not in text
 
 
 def test_cli_records_the_preset_and_refuses_it_on_resume(tmp_path, capsys):
