@@ -6,11 +6,12 @@
 Every frozen-hypercolumn projector ends at 5.6-6.0 on validation (experiments/findings.md), so this probe
 unfreezes the ResNet trunk: starting from ``--backbone`` and the trained 256-D ``--projector`` (a ``--mode dve``
 run), both are trained with the same loss and pairs as ``equinv project --mode dve`` (DVE's TPS pairs and
-photometric noise, the next face of the batch as auxiliary, T 20, power 0.5, 24² grid) on the same 3,000
-CelebA faces, for ``--minutes`` of wall-clock. Batch-norm statistics stay frozen (eval mode; batch 32 is too
-small to re-estimate them). Matching on 250 same- and 250 different-identity pairs of CelebA mafl_train (the
-projector runs' validation; never a test split) before training and after every epoch, printed as a markdown
-row each. Nothing is saved: this answers whether the direction is worth a product option.
+photometric noise, the next face of the batch as auxiliary, T 20, power 0.5) on the images, grid and batch of
+the projector run (read from its config: the CPU plan's 3,000 CelebA faces, 24² grid, batch 32), for
+``--minutes`` of wall-clock. Batch-norm statistics stay frozen (eval mode; batch 32 is too small to re-estimate
+them). Matching on the projector run's validation pairs (the plan's: 250 same- and 250 different-identity pairs
+of CelebA mafl_train; never a test split) before training and after every epoch, printed as a markdown row each.
+Nothing is saved: this answers whether the direction is worth a product option.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import time
 
 import torch
 
-from equinv.data.dataset import LandmarkDataset
 from equinv.data.images import ImageSet
 from equinv.data.preprocess import Preprocess
-from equinv.data.spec import read_index
 from equinv.errors import SkipLog
 from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
@@ -33,10 +32,7 @@ from equinv.features.spec import FeatureSpec
 from equinv.losses.dve import dve_loss
 from equinv.models.projector import load_projector
 from equinv.train.dve import make_pairs
-from equinv.train.projector import _val_indices
-
-DATA = "celeba:../shared/data/celeba?split=not_mafl&holdout=1000&part=train"
-VAL = "celeba:../shared/data/celeba?split=mafl_train"
+from equinv.train.projector import _load_set, _val_indices
 
 
 def main() -> None:
@@ -46,23 +42,22 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="training wall-clock (default 15)")
     ap.add_argument("--trunk-lr", type=float, default=1e-4, help="Adam lr of the trunk (default 1e-4)")
     ap.add_argument("--proj-lr", type=float, default=1e-4, help="Adam lr of the projector (default 1e-4)")
-    ap.add_argument("--max-images", type=int, default=3000)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the projector run's")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    log, pre = SkipLog(), Preprocess(size=96)
-    train_ds = LandmarkDataset(read_index(DATA, log), pre)
-    train_ds.prepare(log, progress=False)
-    images = ImageSet([train_ds], max_images=a.max_images, seed=a.seed)
-    val = LandmarkDataset(read_index(VAL, log), pre)
-    val.prepare(log, progress=False)
-    val_idx = _val_indices(len(val), 250, 1)
-
-    hc = hypercolumn_of(FeatureSpec(backbone=a.backbone, arch="resnet18", layers=4), grid=96).eval()
+    # the projector run's own images, validation pairs, grid and batch: only the trunk's freedom differs
     proj, pcfg = load_projector(a.projector)
+    batch_size = a.batch_size or pcfg["batch_size"]
+    log, pre = SkipLog(), Preprocess(size=pcfg["size"])
+    images = ImageSet([_load_set(pcfg["data"], pre, log, False)], max_images=pcfg["max_images"], seed=pcfg["seed"])
+    val = _load_set(pcfg["val"], pre, log, False)
+    val_idx = _val_indices(len(val), pcfg["val_pairs"], pcfg["val_seed"])
+
+    hc = hypercolumn_of(FeatureSpec(backbone=a.backbone, arch=pcfg["arch"], layers=pcfg["layer"]),
+                        grid=pcfg["size"]).eval()
     trunk_params = list(hc.parameters())
     for p in trunk_params + list(proj.parameters()):
         p.requires_grad_(True)
@@ -73,14 +68,15 @@ def main() -> None:
     def validate(epoch: int, steps: int, seconds: float, loss: float) -> None:
         proj.eval()
         with torch.no_grad():
-            r = match_errors(descriptor_fn(ProjectedSource(hc, proj, 96, "output"), 96), val, n_pairs=250, seed=1,
-                             batch=16, indices=val_idx, progress=False)
+            r = match_errors(descriptor_fn(ProjectedSource(hc, proj, pcfg["size"], "output"), pcfg["size"]), val,
+                             n_pairs=pcfg["val_pairs"], seed=pcfg["val_seed"], batch=16, indices=val_idx,
+                             progress=False)
         print(f"| {epoch} | {steps} | {seconds / 60:.1f} | {loss:.4f} | {r['match_error_same']:.2f} | "
               f"{r['match_error_diff']:.2f} |", flush=True)
 
     print("| epoch | steps | train min | mean loss | match same | match diff |\n|---|---|---|---|---|---|")
     validate(0, 0, 0.0, float("nan"))
-    steps_per_epoch = math.ceil(len(images) / a.batch_size)
+    steps_per_epoch = math.ceil(len(images) / batch_size)
     spent, step, epoch = 0.0, 0, 0
     while spent < a.minutes * 60:
         epoch += 1
@@ -89,10 +85,10 @@ def main() -> None:
         proj.train()
         t0 = time.perf_counter()
         for s in range(steps_per_epoch):
-            batch = images.__getitems__(order[s * a.batch_size:(s + 1) * a.batch_size].tolist())
+            batch = images.__getitems__(order[s * batch_size:(s + 1) * batch_size].tolist())
             gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
-            x1, x2, grid = make_pairs(batch["image"], 96, 96, gen)
-            f1, f2 = proj(hc.maps(torch.cat((x1, x2))), pcfg.get("train_size", 24)).chunk(2)
+            x1, x2, grid = make_pairs(batch["image"], pcfg["size"], pcfg["size"], gen)
+            f1, f2 = proj(hc.maps(torch.cat((x1, x2))), pcfg["train_size"]).chunk(2)
             loss = dve_loss(f1, f2, grid, True, 0.5, scale=20.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()

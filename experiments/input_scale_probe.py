@@ -18,15 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equinv.data.dataset import LandmarkDataset
 from equinv.data.preprocess import Preprocess
-from equinv.data.spec import read_index
 from equinv.errors import SkipLog
 from equinv.evaluate.matching import match_errors
 from equinv.features.descriptors import descriptor_fn
 from equinv.features.sources import build_source
 from equinv.features.spec import FeatureSpec
-from equinv.train.projector import _val_indices
+from equinv.train.projector import DEFAULT_VAL, _load_set, _val_indices
 
 R = "runs/repro/cpu/"
 CASES = {
@@ -59,8 +57,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     log = SkipLog()
-    ds = LandmarkDataset(read_index("celeba:../shared/data/celeba?split=mafl_train", log), Preprocess(size=96))
-    ds.prepare(log, progress=False)
+    ds = _load_set(DEFAULT_VAL, Preprocess(size=96), log, False)
     idx = _val_indices(len(ds), 250, 1)
     print("| case | input scale | match same | match diff | seconds |\n|---|---|---|---|---|")
     for name in a.cases.split(","):
