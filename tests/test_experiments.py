@@ -339,6 +339,22 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
     assert "| ours, resnet18 hypercolumn, small-data preset | 8.00 | 9.00 |" in page
 
 
+def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
+    cfg = _with_preset(load_config("smoke"))
+    tune = {"name": "tune", "label": "trunk fine-tuned", "init": "dve", "epochs": 7,
+            "extra": ["--mode", "dve", "--trunk-lr", "1e-4"]}
+    plain = {"name": "plain_tune", "label": "from the plain one", "init": "", "extra": ["--trunk-lr", "1e-4"]}
+    cfg["presets"][0]["project"]["variants"] += [tune, plain]
+    by = {s.name: s for s in build_plan(cfg, str(tmp_path / "run"))}
+    dve, step = by["faces_small_project_dve_d32"], by["faces_small_project_tune_d32"]
+    assert step.argv[-2:] == ["--init", dve.out] and step.deps == ["faces_small_pretrain", dve.name]
+    assert step.argv[step.argv.index("--epochs") + 1] == "7" and dve.argv[dve.argv.index("--epochs") + 1] != "7"
+    other = by["faces_small_project_plain_tune_d32"]
+    assert other.argv[-2:] == ["--init", by["faces_small_project_d32"].out]
+    assert other.deps == ["faces_small_pretrain", "faces_small_project_d32"]
+    assert by["faces_match_small_proj_tune_d32"].deps == ["faces_small_pretrain", step.name]
+
+
 def test_paper_numbers_match_paper_text():
     if not PAPER_TXT.is_file():
         pytest.skip(f"{PAPER_TXT} not found")

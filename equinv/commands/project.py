@@ -20,8 +20,8 @@ from equinv.outputs import check_dir
 
 _FIELDS = ("backbone", "arch", "layer", "data", "val", "val_pairs", "val_seed", "mode", "projector", "dim",
            "softargmax_mul", "temperature", "power", "tps", "train_size", "size", "lr", "weight_decay", "epochs",
-           "batch_size", "max_images", "seed", "precision", "channels_last", "device", "match_batch",
-           "feature_cache_gb", "log_every")
+           "batch_size", "max_images", "seed", "trunk_lr", "init", "precision", "channels_last", "device",
+           "match_batch", "feature_cache_gb", "log_every")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def register(sub) -> None:
     """Add ``equinv project``."""
     p = sub.add_parser(
         "project",
-        help="train a feature projector on a frozen hypercolumn (equivariance loss; resumable)",
+        help="train a feature projector on a frozen hypercolumn (or with its trunk: --trunk-lr; resumable)",
         description="Feature projector as the reference code (protocol.md §3): 1x1 conv + spatial softmax (x6.5 "
         "for d=64, x7 otherwise), reference loss sum_v |u-v|^0.5 p(v|u) on a 24x24 grid with T=8 (d=64) / 7, "
         "Adam lr 1e-3 betas (0.5, 0.999) wd 5e-4, cosine over the epochs, batch 32, MoCo face augmentations. "
@@ -99,6 +99,14 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None, help="default 32")
     p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
     p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    p.add_argument("--trunk-lr", type=nonneg_float, default=None,
+                   help="train the ResNet trunk with the projector at this Adam lr, on the same cosine schedule, "
+                   "batch-norm statistics frozen (equinv's option; default 0: the trunk stays frozen, as in the paper "
+                   "and the reference). The run then carries its trunk: --projector RUN reads it, and "
+                   "RUN/backbone.safetensors makes --backbone RUN its hypercolumn. 1e-4 is steady after a "
+                   "frozen-trunk run (--init); docs/pretraining.md")
+    p.add_argument("--init", default=None, metavar="RUN",
+                   help="start from a trained projector run or checkpoint (and its trunk, if it was trained with one)")
     add_precision_arg(p, "the frozen trunk's pass (the projector and its loss stay fp32)")
     add_device_arg(p)
     p.add_argument("--match-batch", type=positive_int, default=None,

@@ -116,23 +116,31 @@ class _Builder:
 
     def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None) -> Step:
         """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone; a ``variant``
-        (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``) adds
-        its flags and writes ``project_NAME_dD``."""
+        (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``,
+        ``"epochs"``: its own, ``"init"``: the name of the variant it starts from, ``""`` for the plain projector)
+        adds its flags and writes ``project_NAME_dD``."""
         d = self.data
-        tag = f"{variant['name']}_d{dim}" if variant else f"d{dim}"
-        extra = [*p.get("extra", []), *(variant or {}).get("extra", [])]
+        v = variant or {}
+        tag = f"{v['name']}_d{dim}" if variant else f"d{dim}"
+        extra = [*p.get("extra", []), *v.get("extra", [])]
         out = self.d(prefix, f"project_{tag}")
         lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
+        deps = [f"{prefix}_pretrain"]
+        if "init" in v:
+            start = f"project_{v['init']}_d{dim}" if v["init"] else f"project_d{dim}"
+            extra += ["--init", self.d(prefix, start)]
+            deps.append(f"{prefix}_{start}")
+        epochs = v.get("epochs", p["epochs"])
         argv = ["project", "--backbone", self.d(prefix, "pretrain"), "--arch", self.arch, "--dim", str(dim),
                 "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
-                "--epochs", str(p["epochs"]), *lim, "--out", out, *self.dev, "--quiet", *extra]
+                "--epochs", str(epochs), *lim, "--out", out, *self.dev, "--quiet", *extra]
         n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
-        what = f"projector {dim}-D" + (f" ({variant['label']})" if variant else "")
+        what = f"projector {dim}-D" + (f" ({v['label']})" if variant else "")
         return self.add(Step(f"{prefix}_project_{tag}", argv, out, ["checkpoints/best.safetensors"],
-                             [f"{prefix}_pretrain"], "projector", what + (f", {label}" if label else ""),
+                             deps, "projector", what + (f", {label}" if label else ""),
                              ["project", "--resume", out, *self.dev, "--quiet"],
-                             estimate_min=est.project_minutes(self.rates, n, p["epochs"], p["val_pairs"],
-                                                              (variant or {}).get("rate", "project_img_s")),
+                             estimate_min=est.project_minutes(self.rates, n, epochs, p["val_pairs"],
+                                                              v.get("rate", "project_img_s")),
                              meta={"dim": dim}))
 
     def faces_representations(self) -> None:

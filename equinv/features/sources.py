@@ -11,7 +11,8 @@ reads a *source*: an ``nn.Module`` with
 
 Kinds: ``hypercolumn`` (:class:`~equinv.models.hypercolumn.Hypercolumn` of a frozen ResNet), ``projected``
 (a trained projector over it: one ``d``-channel map at the grid, read after the projector's spatial softmax,
-``output``, or before it, ``linear``, the paper's ``Φ' = wᵀΦ``), ``nmf`` (non-negative coefficients of a
+``output``, or before it, ``linear``, the paper's ``Φ' = wᵀΦ``; a projector trained with its trunk,
+``equinv project --trunk-lr``, brings that trunk), ``nmf`` (non-negative coefficients of a
 fitted NMF parts model at the grid) and ``dve`` (a DVE descriptor network; inputs resized to the size it was
 trained at, 70 px for SmallNet, 96 for the Hourglass, as DVE does).
 """
@@ -170,6 +171,7 @@ def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = N
 
             proj, _ = load_projector(spec.projector, device)
             src = ProjectedSource(hc, _freeze(proj, device), grid, spec.readout or "output")
+            _read_tuned_trunk(hc, spec.projector)
         else:
             if spec.parts is None:
                 raise InputError("the nmf source needs --parts FILE (from equinv parts --method nmf)")
@@ -178,6 +180,21 @@ def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = N
     src = _freeze(src, device)
     src.spec = spec
     return src
+
+
+def _read_tuned_trunk(hc: Hypercolumn, projector: str) -> None:
+    """Give ``hc`` the trunk a projector was trained with, when it was (``equinv project --trunk-lr``): its
+    descriptors mean nothing on any other trunk, whatever ``--backbone`` names (the backbone it started from)."""
+    from equinv.models.projector import load_tuned_trunk
+
+    state = load_tuned_trunk(projector)
+    if state is None:
+        return
+    try:
+        hc.extractor.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"the projector's fine-tuned trunk does not fit this hypercolumn ({str(e).splitlines()[0]}); "
+                         "give the --arch/--layers it was trained with", projector) from None
 
 
 def _set_precision(src: nn.Module, spec: FeatureSpec, device) -> None:

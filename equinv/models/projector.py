@@ -8,7 +8,9 @@ Two modes:
   d = 128/256 and 6.5 for d = 64 (CL2 README), the default picked by ``dim``.
 * ``linear`` (the paper, P:91,95): ``Φ' = wᵀΦ``, no bias, no softmax.
 
-A trained projector (``equinv project``) is read back with :func:`load_projector`.
+A trained projector (``equinv project``) is read back with :func:`load_projector`. A projector trained
+together with its trunk (``equinv project --trunk-lr``, :class:`TunedProjector`) also carries the trunk's
+weights, read with :func:`load_tuned_trunk`; the projected feature source reads its hypercolumn through them.
 
 The convolution is a :class:`~equinv.models.hypercolumn.FactorisedConv1x1`: ``forward(maps, size)``
 takes the hypercolumn's per-layer maps at their native resolution (``Hypercolumn.maps``) and returns
@@ -27,6 +29,8 @@ from equinv.checkpoint import Checkpoint
 from equinv.errors import InputError
 from equinv.models.hypercolumn import FactorisedConv1x1
 
+#: Checkpoint key prefixes of a :class:`TunedProjector`: the projector's tensors and the trunk's.
+PROJECTOR_KEYS, TRUNK_KEYS = "projector.", "trunk."
 MODES = {"softmax": "softmax", "reference": "softmax", "linear": "linear", "paper": "linear"}
 
 
@@ -77,22 +81,60 @@ class Projector(nn.Module):
         return f"in={sum(self.channels)}, dim={self.dim}, mode={self.mode}{mul}"
 
 
-def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
-    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict.
+class TunedProjector(nn.Module):
+    """A projector and the trunk it is trained with (``equinv project --trunk-lr``), saved as one state dict.
 
-    The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``), the
-    hypercolumn's per-layer ``channels`` and the projector's kind (``projector``: softmax | linear; runs
-    written before it existed have the kind of their ``mode``); returns ``(projector in eval mode on device,
-    config dict)``.
+    Keys: the projector's under ``projector.`` and the trunk's (torchvision names) under ``trunk.``. The trunk's
+    batch-norm layers keep their statistics: :meth:`train` reaches the projector only (the projector's batches of
+    32 are too small to re-estimate them, and the statistics are what the frozen-trunk projector was trained on).
     """
+
+    def __init__(self, projector: Projector, trunk: nn.Module):
+        super().__init__()
+        self.projector, self.trunk = projector, trunk
+
+    def train(self, mode: bool = True) -> TunedProjector:
+        super().train(mode)
+        self.trunk.eval()
+        return self
+
+
+def _checkpoint(path: str | Path) -> tuple[Checkpoint, Path]:
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoints" / "best.safetensors"
     ck = Checkpoint(p, device="cpu")
     if "config" not in ck.meta or "channels" not in ck.meta:
         raise InputError("not a projector checkpoint (no config/channels in its metadata)", p)
+    return ck, p
+
+
+def _split(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """A checkpoint's model tensors → ``(projector state, trunk state or None)``."""
+    if not any(k.startswith(TRUNK_KEYS) for k in state):
+        return state, None
+    proj = {k[len(PROJECTOR_KEYS):]: v for k, v in state.items() if k.startswith(PROJECTOR_KEYS)}
+    return proj, {k[len(TRUNK_KEYS):]: v for k, v in state.items() if k.startswith(TRUNK_KEYS)}
+
+
+def load_tuned_trunk(path: str | Path) -> dict[str, Tensor] | None:
+    """The trunk weights (torchvision names) a projector checkpoint carries when it was trained with its trunk
+    (``equinv project --trunk-lr``); ``None`` for a projector trained on a frozen trunk."""
+    ck, _ = _checkpoint(path)
+    return _split(ck.model)[1]
+
+
+def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
+    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict.
+
+    The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``), the
+    hypercolumn's per-layer ``channels`` and the projector's kind (``projector``: softmax | linear; runs
+    written before it existed have the kind of their ``mode``); returns ``(projector in eval mode on device,
+    config dict)``. The trunk weights of a :class:`TunedProjector` checkpoint are left to :func:`load_tuned_trunk`.
+    """
+    ck, _ = _checkpoint(path)
     c = ck.meta["config"]
     kind = ck.meta.get("projector") or c.get("mode", "reference")
     proj = Projector(ck.meta["channels"], c.get("dim", 64), kind, c.get("softargmax_mul"))
-    proj.load_state_dict(ck.model)
+    proj.load_state_dict(_split(ck.model)[0])
     return proj.to(device).eval(), c

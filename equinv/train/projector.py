@@ -30,6 +30,14 @@ from ``(seed, epoch)`` and ``(seed, step)``, so a resumed run replays the same b
 
 Without augmentation the (un-warped) input of an image never changes, so its hypercolumn maps are cached
 (fp16, on the training device) up to ``feature_cache_gb``.
+
+``trunk_lr > 0`` (equinv's option; the paper and the reference keep the trunk frozen): the ResNet trunk is
+trained with the projector under the same loss, at its own Adam learning rate on the same cosine schedule,
+batch-norm statistics frozen (:class:`~equinv.models.projector.TunedProjector`). The checkpoints then carry the
+trunk, the projected feature source reads it (:func:`equinv.features.sources.build_source`), and the run also
+writes ``RUN/backbone.safetensors`` (the best epoch's trunk) so that ``--backbone RUN`` gives its hypercolumn.
+``init``: start from a trained projector (and its trunk, when it carries one), e.g. fine-tune the trunk after
+a frozen-trunk run; the two runs' settings must agree on the projector (kind, dimension) and the trunk.
 """
 
 from __future__ import annotations
@@ -59,8 +67,9 @@ from equinv.features.sources import ProjectedSource, hypercolumn_of
 from equinv.features.spec import FeatureSpec
 from equinv.losses.dve import dve_loss
 from equinv.losses.equivariance import paper_equivariance_loss, reference_equivariance_loss, warp_targets
-from equinv.models.hypercolumn import Hypercolumn
-from equinv.models.projector import Projector, load_projector
+from equinv.models.backbones import load_backbone, save_backbone
+from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
+from equinv.models.projector import Projector, TunedProjector, load_projector, load_tuned_trunk
 from equinv.train.config import JsonConfig
 from equinv.train.dve import make_pairs
 from equinv.train.engine import Engine, Method, Position, step_seed, train
@@ -70,6 +79,8 @@ __all__ = ["ProjectConfig", "FeatureCache", "ProjectMethod", "build_model", "loa
 
 DEFAULT_DATA = "celeba:../shared/data/celeba?split=not_mafl"
 DEFAULT_VAL = "celeba:../shared/data/celeba?split=mafl_train"
+#: The reference's cosine floor as a fraction of the base lr (``η_min = lr · 0.2³ · 0.1``).
+ETA_MIN_FRACTION = 0.2**3 * 0.1
 
 
 @dataclass
@@ -105,6 +116,8 @@ class ProjectConfig(JsonConfig):
     batch_size: int = 32
     max_images: int | None = None
     seed: int = 0
+    trunk_lr: float = 0.0  # > 0: train the trunk too, at this Adam lr (equinv's option; 0 = frozen, the paper's)
+    init: str | None = None  # a trained projector run / checkpoint to start from (with its trunk if it has one)
     precision: str = precision_lib.DEFAULT  # fp32 | bf16: the frozen trunk's pass (projector and loss in fp32)
     channels_last: bool = False  # NHWC activations in the trunk (implied by bf16)
     device: str | None = None
@@ -140,18 +153,28 @@ class ProjectConfig(JsonConfig):
 
     @property
     def eta_min(self) -> float:
-        return self.lr * 0.2**3 * 0.1
+        return self.lr * ETA_MIN_FRACTION
+
+    @property
+    def tunes_trunk(self) -> bool:
+        return self.trunk_lr > 0
+
+    def lr_factor(self, epoch: int) -> float:
+        """The cosine schedule's multiplier of a base lr at 1-based ``epoch`` (CosineAnnealingLR stepped before
+        the epoch, ``η_min`` = base · 0.2³ · 0.1)."""
+        cos = 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        return ETA_MIN_FRACTION + (1.0 - ETA_MIN_FRACTION) * cos
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of 1-based ``epoch`` (CosineAnnealingLR stepped before the epoch)."""
-        return self.eta_min + (self.lr - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        """Learning rate of 1-based ``epoch``: ``η_min + (lr − η_min)·½(1 + cos(π e/E))``."""
+        return self.lr * self.lr_factor(epoch)
 
     def validate(self) -> None:
         """Refuse a run that cannot train (unknown mode, a test split, nonsensical numbers) before any work."""
         check_options(self, count=("layer", "val_pairs", "dim", "train_size", "size", "epochs", "batch_size",
                                    "max_images", "match_batch", "log_every"),
                       positive=("softargmax_mul", "temperature", "power"),
-                      nonneg=("lr", "weight_decay", "feature_cache_gb"), beta=("beta1", "beta2"))
+                      nonneg=("lr", "weight_decay", "feature_cache_gb", "trunk_lr"), beta=("beta1", "beta2"))
         check_precision(self.precision)
         if self.mode not in ("reference", "paper", "dve"):
             raise InputError(f"--mode must be reference, paper or dve, got {self.mode!r}")
@@ -165,6 +188,11 @@ class ProjectConfig(JsonConfig):
             raise InputError(f"--tps must be one of {', '.join(TPS_PRESETS)}, got {self.tps!r}")
         if self.size % self.train_size:
             raise InputError(f"--train-size {self.train_size} must divide --size {self.size}")
+        if self.init is not None:
+            if not Path(self.init).exists():
+                raise InputError("--init: no such projector run or checkpoint", self.init)
+            if Path(self.init).resolve() == Path(self.out).resolve():
+                raise InputError("--init names the run's own --out; continue a run with --resume instead", self.init)
 
 
 def _looks_like_test(spec: str) -> bool:
@@ -261,10 +289,23 @@ class ProjectMethod(Method):
             raise InputError("need at least one training image and two validation images")
         self.canvas, self.margin = train_ds.pre.canvas, train_ds.pre.margin
         self.view_cfg = face_moco(canvas=self.canvas, final=self.canvas if cfg.mode == "paper" else cfg.size)
-        self.hc, self.model = build_model(cfg, device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+        self.hc, self.proj = build_model(cfg, device)
+        if cfg.init:
+            _start_from(cfg, self.hc, self.proj)
+        groups = [{"params": list(self.proj.parameters()), "base_lr": cfg.lr}]
+        self.model: torch.nn.Module = self.proj
+        if cfg.tunes_trunk:
+            trunk = self.hc.extractor
+            for q in trunk.parameters():
+                q.requires_grad_(True)
+            self.model = TunedProjector(self.proj, trunk)
+            groups.append({"params": list(trunk.parameters()), "base_lr": cfg.trunk_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
                                           weight_decay=cfg.weight_decay)
-        self.cache = FeatureCache(len(self.images), cfg.feature_cache_gb if not cfg.use_augment else 0.0)
+        # a trunk in training gives new maps every step: nothing to cache
+        cached = not cfg.use_augment and not cfg.tunes_trunk
+        self.cache = FeatureCache(len(self.images), cfg.feature_cache_gb if cached else 0.0)
+        self.trunk_grad = torch.enable_grad if cfg.tunes_trunk else torch.no_grad
         self.steps_per_epoch = math.ceil(len(self.images) / cfg.batch_size)
         self.stride = cfg.size / cfg.train_size
         self.sl = slice(self.margin, self.margin + cfg.size)
@@ -273,7 +314,7 @@ class ProjectMethod(Method):
 
     def set_epoch(self, epoch: int) -> None:
         for g in self.optimizer.param_groups:
-            g["lr"] = self.cfg.lr_at(epoch)
+            g["lr"] = g["base_lr"] * self.cfg.lr_factor(epoch)
         self.model.train()
         self.t0, self.losses = time.perf_counter(), []
 
@@ -291,7 +332,7 @@ class ProjectMethod(Method):
         return x if self.cfg.mode == "paper" else x[..., self.sl, self.sl]
 
     def step(self, pos: torch.Tensor, global_step: int) -> tuple[torch.Tensor, dict]:
-        cfg, hc, proj, sl = self.cfg, self.hc, self.model, self.sl
+        cfg, hc, proj, sl = self.cfg, self.hc, self.proj, self.sl
         temperature, power = cfg.loss_temperature, cfg.loss_power
         batch = self.images.__getitems__(pos.tolist())
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, 0, global_step))
@@ -299,18 +340,18 @@ class ProjectMethod(Method):
         x = None if cfg.mode == "dve" else self._base_view(img, gen)
         if cfg.mode == "dve":
             x1, x2, grid = make_pairs(img, cfg.size, cfg.size, gen)
-            with torch.no_grad():
+            with self.trunk_grad():
                 maps = hc.maps(torch.cat((x1, x2)))
             f1, f2 = proj([m.float() for m in maps], cfg.train_size).chunk(2)
             loss = dve_loss(f1, f2, grid, True, power, scale=temperature)
         elif cfg.mode == "reference":
-            with torch.no_grad():
+            with self.trunk_grad():
                 maps = self.cache.get(pos, lambda x=x: hc.maps(x))
             loss = reference_equivariance_loss(proj(maps, cfg.train_size), self.stride, temperature, power)
         else:
             params = sample_tps(x.shape[0], cfg.tps, gen).to(self.device)
             warped = warp_images(x, params)
-            with torch.no_grad():
+            with self.trunk_grad():
                 maps_x = self.cache.get(pos, lambda x=x: hc.maps(x[..., sl, sl].contiguous()))
                 maps_w = hc.maps(warped[..., sl, sl].contiguous())
             f1 = proj(maps_w, cfg.train_size)
@@ -329,7 +370,7 @@ class ProjectMethod(Method):
         cfg, lr = self.cfg, self.optimizer.param_groups[0]["lr"]
         train_s = time.perf_counter() - self.t0
         self.model.eval()
-        descriptors = descriptor_fn(ProjectedSource(self.hc, self.model, cfg.size, "output"), cfg.size)
+        descriptors = descriptor_fn(ProjectedSource(self.hc, self.proj, cfg.size, "output"), cfg.size)
         res = match_errors(descriptors, self.val_ds, n_pairs=cfg.val_pairs, seed=cfg.val_seed,
                            batch=cfg.match_batch, indices=self.val_idx, device=self.device, progress=self.progress)
         row = {"epoch": epoch, "loss": float(np.mean(self.losses)), "lr": lr, "train_s": train_s, "val": res}
@@ -352,16 +393,40 @@ class ProjectMethod(Method):
     def checkpoint_meta(self, pos: Position) -> dict:
         # a projector checkpoint is always at an epoch's end: "epoch" is the finished one
         return {"epoch": pos.epoch - 1, "global_step": pos.global_step, "best": self.best, "history": self.history,
-                "config": asdict(self.cfg), "channels": list(self.hc.channels), "projector": self.model.mode}
+                "config": asdict(self.cfg), "channels": list(self.hc.channels), "projector": self.proj.mode,
+                "trunk": "tuned" if self.cfg.tunes_trunk else "frozen"}
 
     def load(self, ck) -> Position:
         self.model.load_state_dict(ck.model)
         self.optimizer.load_state_dict(ck.optimizer)
+        # the base lr of each group comes from the config (checkpoints written before the trunk option lack it)
+        for g, base in zip(self.optimizer.param_groups, (self.cfg.lr, self.cfg.trunk_lr), strict=False):
+            g["base_lr"] = base
         self.best, self.history = ck.meta.get("best"), ck.meta.get("history", [])
         return Position(ck.meta["epoch"] + 1, 0, ck.meta["global_step"])
 
     def finish(self, run: Path, stopped: bool, global_step: int) -> tuple[dict, Path]:
-        return {"run": run, "best": self.best, "history": self.history}, run / "checkpoints" / "best.safetensors"
+        best = run / "checkpoints" / "best.safetensors"
+        if self.cfg.tunes_trunk and best.is_file():
+            # the best epoch's trunk as a backbone file of its own: --backbone RUN reads its hypercolumn
+            cfg = self.cfg
+            trunk = frozen_trunk(cfg.arch, None if cfg.backbone in (None, "", "random") else cfg.backbone, cfg.seed)
+            load_backbone(trunk, load_tuned_trunk(best), strict=False)
+            save_backbone(trunk, run / "backbone.safetensors")
+        return {"run": run, "best": self.best, "history": self.history}, best
+
+
+def _start_from(cfg: ProjectConfig, hc: Hypercolumn, proj: Projector) -> None:
+    """Load ``cfg.init``'s projector into ``proj`` (and its trunk into ``hc``, when it carries one)."""
+    init, _ = load_projector(cfg.init)
+    if init.channels != proj.channels or init.dim != proj.dim or init.mode != proj.mode:
+        raise InputError(f"--init holds a {init.mode} projector {sum(init.channels)} -> {init.dim}, this run trains a "
+                         f"{proj.mode} one {sum(proj.channels)} -> {proj.dim}: give the same --arch/--layers, --dim "
+                         "and --projector", cfg.init)
+    proj.load_state_dict(init.state_dict())
+    trunk = load_tuned_trunk(cfg.init)
+    if trunk is not None:
+        hc.extractor.load_state_dict(trunk)
 
 
 def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = True) -> dict:

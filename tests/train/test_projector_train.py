@@ -5,6 +5,7 @@ import torch
 
 from equinv.checkpoint import Checkpoint
 from equinv.cli import main
+from equinv.errors import InputError
 from equinv.train.projector import ProjectConfig, load_projector
 
 DATA = "synthetic:32?size=64"
@@ -122,3 +123,82 @@ def test_project_dve_mode_learns_and_linear_is_its_default(tmp_path, capsys):
 def test_project_dve_mode_refuses_no_augment(tmp_path, capsys):
     assert main(_args(tmp_path / "x", "--mode", "dve", "--no-augment")) == 2
     assert "--no-augment does not apply" in capsys.readouterr().err
+
+
+def test_project_trunk_lr_trains_trunk_and_every_reader_uses_it(tmp_path, capsys):
+    """--trunk-lr: the trunk moves (BN statistics do not), the checkpoint carries it, the projected source and
+    --backbone RUN read it, --init starts from a run, and a resume continues exactly."""
+    from equinv.features.sources import build_source
+    from equinv.features.spec import FeatureSpec
+    from equinv.models.hypercolumn import frozen_trunk
+    from equinv.models.projector import load_tuned_trunk
+
+    frozen = tmp_path / "frozen"
+    assert main(_args(frozen, "--epochs", "1", "--dim", "8", "--mode", "dve", "--max-images", "16")) == 0
+    assert load_tuned_trunk(frozen) is None and not (frozen / "backbone.safetensors").exists()
+    tuned = tmp_path / "tuned"
+    assert main(_args(tuned, "--epochs", "2", "--dim", "8", "--mode", "dve", "--max-images", "16",
+                      "--init", str(frozen), "--trunk-lr", "1e-3")) == 0
+    ck = Checkpoint(tuned / "checkpoints" / "last.safetensors")
+    assert ck.meta["trunk"] == "tuned" and len(ck.optimizer["param_groups"]) == 2
+    state = load_tuned_trunk(tuned)
+    start = frozen_trunk("resnet18", None, seed=0).state_dict()
+    assert not torch.equal(state["layer4.1.conv2.weight"], start["layer4.1.conv2.weight"])
+    assert torch.equal(state["bn1.running_mean"], start["bn1.running_mean"])  # BN statistics frozen
+    proj0, _ = load_projector(frozen)
+    cfg = ProjectConfig.load(tuned / "config.json")
+    assert cfg.trunk_lr == 1e-3 and cfg.init == str(frozen)
+    # the projected source reads the tuned trunk whatever --backbone says; --backbone RUN is its hypercolumn
+    src = build_source(FeatureSpec(source="projected", backbone="random", projector=str(tuned), grid=6))
+    assert torch.equal(src.hypercolumn.extractor.state_dict()["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    # a saved landmark model stores the source's state: the tuned trunk travels with it
+    assert torch.equal(src.state_dict()["hypercolumn.extractor.layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    from equinv.landmarks.fit import FitConfig, fit_model
+    from equinv.landmarks.model import load_model
+
+    model, _ = fit_model(FitConfig(train=DATA, val=VAL, features=FeatureSpec(source="projected", projector=str(tuned),
+                                                                            grid=12), steps=5, n_heatmaps=2,
+                                   device="cpu", head="regressor"))
+    model.save(tmp_path / "model")
+    loaded = load_model(tmp_path / "model").source.state_dict()["hypercolumn.extractor.layer4.1.conv2.weight"]
+    assert torch.equal(loaded, state["layer4.1.conv2.weight"])
+    with pytest.raises(InputError, match="fine-tuned trunk does not fit"):
+        build_source(FeatureSpec(source="projected", arch="resnet34", projector=str(tuned), grid=6))
+    hc = build_source(FeatureSpec(backbone=str(tuned)))
+    assert torch.equal(hc.extractor.state_dict()["layer4.1.conv2.weight"],
+                       Checkpoint(tuned / "checkpoints" / "best.safetensors").model["trunk.layer4.1.conv2.weight"])
+    plain = build_source(FeatureSpec(source="projected", backbone="random", projector=str(frozen), grid=6))
+    assert torch.equal(plain.hypercolumn.extractor.state_dict()["layer4.1.conv2.weight"],
+                       start["layer4.1.conv2.weight"])
+    # killed at the end of epoch 2 (before its checkpoint) and resumed: the weights of the run straight through
+    from equinv.train.projector import ProjectMethod
+
+    real = ProjectMethod.end_epoch
+
+    def killed(self, epoch, engine):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real(self, epoch, engine)
+
+    split = tmp_path / "split"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ProjectMethod, "end_epoch", killed)
+        assert main(_args(split, "--epochs", "2", "--dim", "8", "--mode", "dve", "--max-images", "16",
+                          "--init", str(frozen), "--trunk-lr", "1e-3")) != 0
+    assert main(["project", "--resume", str(split), "--quiet"]) == 0
+    a = Checkpoint(split / "checkpoints" / "last.safetensors").model
+    assert a.keys() == ck.model.keys() and all(torch.equal(a[k], ck.model[k]) for k in a)
+    # --init starts from the frozen run's projector (at lr 0 it stays exactly that one)
+    still = tmp_path / "still"
+    assert main(_args(still, "--epochs", "1", "--dim", "8", "--mode", "dve", "--max-images", "16",
+                      "--init", str(frozen), "--lr", "0")) == 0
+    assert torch.equal(load_projector(still)[0].conv.conv.weight, proj0.conv.conv.weight)
+
+
+def test_project_init_refuses_other_projector(tmp_path, capsys):
+    run = tmp_path / "a"
+    assert main(_args(run, "--epochs", "1", "--dim", "8", "--max-images", "16")) == 0
+    capsys.readouterr()
+    assert main(_args(tmp_path / "b", "--epochs", "1", "--dim", "16", "--init", str(run))) == 2
+    assert "--init holds" in capsys.readouterr().err
+    assert main(_args(tmp_path / "c", "--init", str(tmp_path / "nowhere"))) == 2
