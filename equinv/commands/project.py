@@ -104,7 +104,7 @@ def register(sub) -> None:
                    "batch-norm statistics frozen (equinv's option; default 0: the trunk stays frozen, as in the paper "
                    "and the reference). The run then carries its trunk: --projector RUN reads it, and "
                    "RUN/backbone.safetensors makes --backbone RUN its hypercolumn. 1e-4 is steady after a "
-                   "frozen-trunk run (--init); docs/pretraining.md")
+                   "frozen-trunk run (--init); docs/representations.md")
     p.add_argument("--init", default=None, metavar="RUN",
                    help="start from a trained projector run or checkpoint (and its trunk, if it was trained with one)")
     add_precision_arg(p, "the frozen trunk's pass (the projector and its loss stay fp32)")

@@ -418,15 +418,26 @@ class ProjectMethod(Method):
 
 def _start_from(cfg: ProjectConfig, hc: Hypercolumn, proj: Projector) -> None:
     """Load ``cfg.init``'s projector into ``proj`` (and its trunk into ``hc``, when it carries one)."""
-    init, _ = load_projector(cfg.init)
+    init, c = load_projector(cfg.init)
     if init.channels != proj.channels or init.dim != proj.dim or init.mode != proj.mode:
         raise InputError(f"--init holds a {init.mode} projector {sum(init.channels)} -> {init.dim}, this run trains a "
                          f"{proj.mode} one {sum(proj.channels)} -> {proj.dim}: give the same --arch/--layers, --dim "
                          "and --projector", cfg.init)
-    proj.load_state_dict(init.state_dict())
     trunk = load_tuned_trunk(cfg.init)
+    if trunk is None and not _same_backbone(c.get("backbone"), cfg.backbone):
+        raise InputError(f"--init was trained on the frozen backbone {c.get('backbone')!r}, this run reads "
+                         f"--backbone {cfg.backbone!r}: give the same backbone", cfg.init)
+    proj.load_state_dict(init.state_dict())
     if trunk is not None:
         hc.extractor.load_state_dict(trunk)
+
+
+def _same_backbone(a: str | None, b: str | None) -> bool:
+    """Whether two ``--backbone`` values name the same weights (``random``/empty alike; paths resolved)."""
+    def key(v: str | None) -> str:
+        return "random" if v in (None, "", "random", "none") else str(Path(v).resolve())
+
+    return key(a) == key(b)
 
 
 def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = True) -> dict:

@@ -202,3 +202,12 @@ def test_project_init_refuses_other_projector(tmp_path, capsys):
     assert main(_args(tmp_path / "b", "--epochs", "1", "--dim", "16", "--init", str(run))) == 2
     assert "--init holds" in capsys.readouterr().err
     assert main(_args(tmp_path / "c", "--init", str(tmp_path / "nowhere"))) == 2
+    capsys.readouterr()
+    from equinv.models.backbones import save_backbone
+    from equinv.models.hypercolumn import frozen_trunk
+
+    save_backbone(frozen_trunk("resnet18", None, seed=1), tmp_path / "other.safetensors")
+    args = _args(tmp_path / "d", "--epochs", "1", "--dim", "8", "--init", str(run))
+    args[args.index("--backbone") + 1] = str(tmp_path / "other.safetensors")
+    assert main(args) == 2
+    assert "trained on the frozen backbone 'random'" in capsys.readouterr().err
