@@ -353,6 +353,13 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert other.argv[-2:] == ["--init", by["faces_small_project_d32"].out]
     assert other.deps == ["faces_small_pretrain", "faces_small_project_d32"]
     assert by["faces_match_small_proj_tune_d32"].deps == ["faces_small_pretrain", step.name]
+    assert "faces_regress_small_plain_tune_d32_hc" not in by  # only a variant that asks is regressed
+    cfg["presets"][0]["project"]["variants"][1]["regress"] = True
+    by = {s.name: s for s in build_plan(cfg, str(tmp_path / "run"))}
+    reg = by["faces_regress_small_tune_d32_hc"]
+    assert reg.argv[reg.argv.index("--backbone") + 1] == step.out and reg.deps == ["faces_small_pretrain", step.name]
+    assert reg.argv[reg.argv.index("--train") + 1] == by["faces_regress_small_hc"].argv[
+        by["faces_regress_small_hc"].argv.index("--train") + 1]
 
 
 def test_paper_numbers_match_paper_text():

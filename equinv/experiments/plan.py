@@ -13,7 +13,8 @@ Layout under the run root ``OUT`` (``runs/repro`` by default)::
     birds/pretrain, birds/dve, birds/regress/{hc,random,dve}            CUB (Tables 2, 13)
     faces_NAME/{pretrain,project_dD,project_V_dD}, faces/regress/NAME_hc, faces68/regress/NAME_hc,
     faces/match/{NAME_hc,NAME_proj_dD,NAME_proj_V_dD}                    presets (config ``presets``;
-                                                                          V: a projector variant)
+    faces/regress/NAME_V_dD_hc                                            V: a projector variant; its trunk's
+                                                                          hypercolumn when it trains one)
     feature_cache/                                                       frozen features, shared
 """
 
@@ -117,7 +118,8 @@ class _Builder:
     def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None) -> Step:
         """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone; a ``variant``
         (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``,
-        ``"epochs"``: its own, ``"init"``: the name of the variant it starts from, ``""`` for the plain projector)
+        ``"epochs"``: its own, ``"init"``: the name of the variant it starts from, ``""`` for the plain projector;
+        ``"regress": true`` in a preset also regresses the hypercolumn of the trunk it trains)
         adds its flags and writes ``project_NAME_dD``."""
         d = self.data
         v = variant or {}
@@ -340,6 +342,11 @@ class _Builder:
                                                                        proj.out], [*deps, proj.name],
                                f"ours + projector {dim}-D ({v['label']}), {label}",
                                {"method": f"proj_{v['name']}_d{dim}", "dim": dim, "preset": name})
+                    if v.get("regress"):  # a variant that trains the trunk: its hypercolumn as a backbone
+                        self.regress(f"{name}_{v['name']}_d{dim}_hc", "face5", proj.out, [*deps, proj.name],
+                                     self.cfg["faces"]["regress"], "Table 2/5/10 (preset)",
+                                     f"{hc}, trunk after the projector {dim}-D ({v['label']})",
+                                     meta={"method": "hc", "preset": name, "variant": v["name"]})
 
 
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
