@@ -410,7 +410,7 @@ class ProjectMethod(Method):
         if self.cfg.tunes_trunk and best.is_file():
             # the best epoch's trunk as a backbone file of its own: --backbone RUN reads its hypercolumn
             cfg = self.cfg
-            trunk = frozen_trunk(cfg.arch, None if cfg.backbone in (None, "", "random") else cfg.backbone, cfg.seed)
+            trunk = frozen_trunk(cfg.arch, _weights(cfg.backbone), cfg.seed)
             load_backbone(trunk, load_tuned_trunk(best), strict=False)
             save_backbone(trunk, run / "backbone.safetensors")
         return {"run": run, "best": self.best, "history": self.history}, best
@@ -432,12 +432,15 @@ def _start_from(cfg: ProjectConfig, hc: Hypercolumn, proj: Projector) -> None:
         hc.extractor.load_state_dict(trunk)
 
 
-def _same_backbone(a: str | None, b: str | None) -> bool:
-    """Whether two ``--backbone`` values name the same weights (``random``/empty alike; paths resolved)."""
-    def key(v: str | None) -> str:
-        return "random" if v in (None, "", "random", "none") else str(Path(v).resolve())
+def _weights(backbone: str | None) -> str | None:
+    """A ``--backbone`` value as a weights path, ``None`` for the random initialisation."""
+    return FeatureSpec(backbone=backbone or "random").weights
 
-    return key(a) == key(b)
+
+def _same_backbone(a: str | None, b: str | None) -> bool:
+    """Whether two ``--backbone`` values name the same weights (paths resolved)."""
+    wa, wb = _weights(a), _weights(b)
+    return wa == wb or (wa is not None and wb is not None and Path(wa).resolve() == Path(wb).resolve())
 
 
 def train_projector(cfg: ProjectConfig, resume: bool = False, progress: bool = True) -> dict:
