@@ -354,6 +354,14 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert other.deps == ["faces_small_pretrain", "faces_small_project_d32"]
     assert by["faces_match_small_proj_tune_d32"].deps == ["faces_small_pretrain", step.name]
     assert "faces_regress_small_plain_tune_d32_hc" not in by  # only a variant that asks is regressed
+    cap = dve.argv[dve.argv.index("--max-images") + 1]
+    assert step.argv[step.argv.index("--max-images") + 1] == cap  # the preset's cap unless the variant sets one
+    cfg["presets"][0]["project"]["variants"][1]["max_images"] = None
+    cfg["presets"][0]["project"]["variants"][2]["max_images"] = 5
+    by = {s.name: s for s in build_plan(cfg, str(tmp_path / "run"))}
+    assert "--max-images" not in by["faces_small_project_tune_d32"].argv  # null: every image
+    other = by["faces_small_project_plain_tune_d32"]
+    assert other.argv[other.argv.index("--max-images") + 1] == "5"
     cfg["presets"][0]["project"]["variants"][1]["regress"] = True
     by = {s.name: s for s in build_plan(cfg, str(tmp_path / "run"))}
     reg = by["faces_regress_small_tune_d32_hc"]

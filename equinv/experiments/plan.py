@@ -118,7 +118,8 @@ class _Builder:
     def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None) -> Step:
         """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone; a ``variant``
         (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``,
-        ``"epochs"``: its own, ``"init"``: the name of the variant it starts from, ``""`` for the plain projector;
+        ``"epochs"``: its own, ``"max_images"``: its own training-image cap (``null``: every image),
+        ``"init"``: the name of the variant it starts from, ``""`` for the plain projector;
         ``"regress": true`` in a preset also regresses the hypercolumn of the trunk it trains)
         adds its flags and writes ``project_NAME_dD``."""
         d = self.data
@@ -126,7 +127,8 @@ class _Builder:
         tag = f"{v['name']}_d{dim}" if variant else f"d{dim}"
         extra = [*p.get("extra", []), *v.get("extra", [])]
         out = self.d(prefix, f"project_{tag}")
-        lim = ["--max-images", str(p["max_images"])] if p.get("max_images") else []
+        cap = v["max_images"] if "max_images" in v else p.get("max_images")
+        lim = ["--max-images", str(cap)] if cap else []
         deps = [f"{prefix}_pretrain"]
         if "init" in v:
             start = f"project_{v['init']}_d{dim}" if v["init"] else f"project_d{dim}"
@@ -136,7 +138,7 @@ class _Builder:
         argv = ["project", "--backbone", self.d(prefix, "pretrain"), "--arch", self.arch, "--dim", str(dim),
                 "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
                 "--epochs", str(epochs), *lim, "--out", out, *self.dev, "--quiet", *extra]
-        n = min(self.counts["face_pretrain"], p.get("max_images") or 10**9)
+        n = min(self.counts["face_pretrain"], cap or 10**9)
         what = f"projector {dim}-D" + (f" ({v['label']})" if variant else "")
         return self.add(Step(f"{prefix}_project_{tag}", argv, out, ["checkpoints/best.safetensors"],
                              deps, "projector", what + (f", {label}" if label else ""),

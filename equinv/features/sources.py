@@ -167,11 +167,12 @@ def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = N
         elif spec.source == "projected":
             if spec.projector is None:
                 raise InputError("the projected source needs --projector RUN_OR_CHECKPOINT (from equinv project)")
-            from equinv.models.projector import load_projector
+            from equinv.models.projector import read_projector
 
-            proj, _ = load_projector(spec.projector, device)
-            src = ProjectedSource(hc, _freeze(proj, device), grid, spec.readout or "output")
-            _read_tuned_trunk(hc, spec.projector)
+            saved = read_projector(spec.projector, device)
+            src = ProjectedSource(hc, _freeze(saved.projector, device), grid, spec.readout or "output")
+            if saved.trunk is not None:
+                _read_tuned_trunk(hc, saved.trunk, spec.projector)
         else:
             if spec.parts is None:
                 raise InputError("the nmf source needs --parts FILE (from equinv parts --method nmf)")
@@ -182,14 +183,9 @@ def build_source(spec: FeatureSpec, device="cpu", *, trunk: nn.Module | None = N
     return src
 
 
-def _read_tuned_trunk(hc: Hypercolumn, projector: str) -> None:
-    """Give ``hc`` the trunk a projector was trained with, when it was (``equinv project --trunk-lr``): its
-    descriptors mean nothing on any other trunk, whatever ``--backbone`` names (the backbone it started from)."""
-    from equinv.models.projector import load_tuned_trunk
-
-    state = load_tuned_trunk(projector)
-    if state is None:
-        return
+def _read_tuned_trunk(hc: Hypercolumn, state: dict, projector: str) -> None:
+    """Give ``hc`` the trunk a projector was trained with (``equinv project --trunk-lr``): its descriptors mean
+    nothing on any other trunk, whatever ``--backbone`` names (the backbone it started from)."""
     try:
         hc.extractor.load_state_dict(state)
     except RuntimeError as e:

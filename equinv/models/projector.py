@@ -8,9 +8,10 @@ Two modes:
   d = 128/256 and 6.5 for d = 64 (CL2 README), the default picked by ``dim``.
 * ``linear`` (the paper, P:91,95): ``Φ' = wᵀΦ``, no bias, no softmax.
 
-A trained projector (``equinv project``) is read back with :func:`load_projector`. A projector trained
-together with its trunk (``equinv project --trunk-lr``, :class:`TunedProjector`) also carries the trunk's
-weights, read with :func:`load_tuned_trunk`; the projected feature source reads its hypercolumn through them.
+A trained projector (``equinv project``) is read back with :func:`read_projector` (or :func:`load_projector`).
+A projector trained together with its trunk (``equinv project --trunk-lr``, :class:`TunedProjector`) also
+carries the trunk's weights (``read_projector(...).trunk``, or :func:`load_tuned_trunk` alone); the projected
+feature source reads its hypercolumn through them.
 
 The convolution is a :class:`~equinv.models.hypercolumn.FactorisedConv1x1`: ``forward(maps, size)``
 takes the hypercolumn's per-layer maps at their native resolution (``Hypercolumn.maps``) and returns
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -124,17 +126,32 @@ def load_tuned_trunk(path: str | Path) -> dict[str, Tensor] | None:
     return _split(ck.model)[1]
 
 
-def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
-    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config dict.
+class SavedProjector(NamedTuple):
+    """A projector checkpoint read once: the projector (eval mode), its run's config dict and, for a projector
+    trained with its trunk (``equinv project --trunk-lr``), the trunk's weights (torchvision names; else ``None``)."""
+
+    projector: Projector
+    config: dict
+    trunk: dict[str, Tensor] | None
+
+
+def read_projector(path: str | Path, device: str | torch.device = "cpu") -> SavedProjector:
+    """A trained projector from ``best``/``last.safetensors`` (or a run dir → its best), with its config and trunk.
 
     The checkpoint's metadata holds the run's config (``dim``, ``mode``, ``softargmax_mul``), the
     hypercolumn's per-layer ``channels`` and the projector's kind (``projector``: softmax | linear; runs
-    written before it existed have the kind of their ``mode``); returns ``(projector in eval mode on device,
-    config dict)``. The trunk weights of a :class:`TunedProjector` checkpoint are left to :func:`load_tuned_trunk`.
+    written before it existed have the kind of their ``mode``).
     """
     ck, _ = _checkpoint(path)
     c = ck.meta["config"]
     kind = ck.meta.get("projector") or c.get("mode", "reference")
     proj = Projector(ck.meta["channels"], c.get("dim", 64), kind, c.get("softargmax_mul"))
-    proj.load_state_dict(_split(ck.model)[0])
-    return proj.to(device).eval(), c
+    state, trunk = _split(ck.model)
+    proj.load_state_dict(state)
+    return SavedProjector(proj.to(device).eval(), c, trunk)
+
+
+def load_projector(path: str | Path, device: str | torch.device = "cpu") -> tuple[Projector, dict]:
+    """``(projector in eval mode on device, config dict)`` of :func:`read_projector` (the trunk left out)."""
+    saved = read_projector(path, device)
+    return saved.projector, saved.config

@@ -69,7 +69,7 @@ from equinv.losses.dve import dve_loss
 from equinv.losses.equivariance import paper_equivariance_loss, reference_equivariance_loss, warp_targets
 from equinv.models.backbones import load_backbone, save_backbone
 from equinv.models.hypercolumn import Hypercolumn, frozen_trunk
-from equinv.models.projector import Projector, TunedProjector, load_projector, load_tuned_trunk
+from equinv.models.projector import Projector, TunedProjector, load_projector, load_tuned_trunk, read_projector
 from equinv.train.config import JsonConfig
 from equinv.train.dve import make_pairs
 from equinv.train.engine import Engine, Method, Position, step_seed, train
@@ -418,12 +418,11 @@ class ProjectMethod(Method):
 
 def _start_from(cfg: ProjectConfig, hc: Hypercolumn, proj: Projector) -> None:
     """Load ``cfg.init``'s projector into ``proj`` (and its trunk into ``hc``, when it carries one)."""
-    init, c = load_projector(cfg.init)
+    init, c, trunk = read_projector(cfg.init)
     if init.channels != proj.channels or init.dim != proj.dim or init.mode != proj.mode:
         raise InputError(f"--init holds a {init.mode} projector {sum(init.channels)} -> {init.dim}, this run trains a "
                          f"{proj.mode} one {sum(proj.channels)} -> {proj.dim}: give the same --arch/--layers, --dim "
                          "and --projector", cfg.init)
-    trunk = load_tuned_trunk(cfg.init)
     if trunk is None and not _same_backbone(c.get("backbone"), cfg.backbone):
         raise InputError(f"--init was trained on the frozen backbone {c.get('backbone')!r}, this run reads "
                          f"--backbone {cfg.backbone!r}: give the same backbone", cfg.init)
