@@ -368,6 +368,12 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert reg.argv[reg.argv.index("--backbone") + 1] == step.out and reg.deps == ["faces_small_pretrain", step.name]
     assert reg.argv[reg.argv.index("--train") + 1] == by["faces_regress_small_hc"].argv[
         by["faces_regress_small_hc"].argv.index("--train") + 1]
+    # its claim: the tuned trunk's hypercolumn against same-wall-clock DVE on 5-point faces
+    from equinv.experiments.claims import preset_claims
+
+    tuned = [c for c in preset_claims({f"{reg.name}.test": 2.0, "faces_regress_dve.test": 2.5}, cfg)
+             if "hypercolumn of the trunk" in c.text]
+    assert [(c.verdict, c.detail) for c in tuned] == [("holds", "small tuned trunk (tune) 2.00 vs DVE 2.50")]
 
 
 def test_paper_numbers_match_paper_text():

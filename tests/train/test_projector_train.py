@@ -131,7 +131,7 @@ def test_project_trunk_lr_trains_trunk_and_every_reader_uses_it(tmp_path, capsys
     from equinv.features.sources import build_source
     from equinv.features.spec import FeatureSpec
     from equinv.models.hypercolumn import frozen_trunk
-    from equinv.models.projector import load_tuned_trunk
+    from equinv.models.projector import load_tuned_trunk, read_projector
 
     frozen = tmp_path / "frozen"
     assert main(_args(frozen, "--epochs", "1", "--dim", "8", "--mode", "dve", "--max-images", "16")) == 0
@@ -142,6 +142,9 @@ def test_project_trunk_lr_trains_trunk_and_every_reader_uses_it(tmp_path, capsys
     ck = Checkpoint(tuned / "checkpoints" / "last.safetensors")
     assert ck.meta["trunk"] == "tuned" and len(ck.optimizer["param_groups"]) == 2
     state = load_tuned_trunk(tuned)
+    saved = read_projector(tuned)
+    assert saved.trunk.keys() == state.keys() and torch.equal(saved.trunk["conv1.weight"], state["conv1.weight"])
+    assert read_projector(frozen).trunk is None and saved.config["trunk_lr"] == 1e-3
     start = frozen_trunk("resnet18", None, seed=0).state_dict()
     assert not torch.equal(state["layer4.1.conv2.weight"], start["layer4.1.conv2.weight"])
     assert torch.equal(state["bn1.running_mean"], start["bn1.running_mean"])  # BN statistics frozen
