@@ -376,6 +376,71 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert [(c.verdict, c.detail) for c in tuned] == [("holds", "small tuned trunk (tune) 2.00 vs DVE 2.50")]
 
 
+
+def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_path):
+    cfg = _with_preset(load_config("smoke"))
+    tune = {"name": "tune", "label": "trunk fine-tuned", "init": "dve", "epochs": 7, "regress": True,
+            "extra": ["--mode", "dve", "--trunk-lr", "1e-4"]}
+    cfg["presets"][0]["project"]["variants"].append(tune)
+    base = {"name": "rand", "label": "no MoCo", "pretrain": None, "baseline_for": ["small"],
+            "project": cfg["presets"][0]["project"]}
+    cfg["presets"].append(base)
+    before = {s.name for s in build_plan({**cfg, "presets": cfg["presets"][:1]}, str(tmp_path / "run"))}
+    steps = build_plan(cfg, str(tmp_path / "run"))
+    by = {s.name: s for s in steps}
+    new = [s.name for s in steps if s.name not in before]
+    # no MoCo step and no hypercolumn rows of its own (the random network's rows exist already)
+    assert new == ["faces_rand_project_d32", "faces_match_rand_proj_d32", "faces_rand_project_dve_d32",
+                   "faces_match_rand_proj_dve_d32", "faces_rand_project_tune_d32", "faces_match_rand_proj_tune_d32",
+                   "faces_regress_rand_tune_d32_hc"]
+    proj, tuned = by["faces_rand_project_dve_d32"], by["faces_rand_project_tune_d32"]
+    assert proj.argv[proj.argv.index("--backbone") + 1] == "random" and proj.deps == []
+    assert tuned.deps == [proj.name] and tuned.argv[-2:] == ["--init", proj.out]
+    # scored like the MoCo preset's steps: the same commands with the random backbone
+    small = by["faces_small_project_dve_d32"]
+    pre = by["faces_small_pretrain"].out
+    assert proj.argv == ["random" if a == pre else a.replace("faces_small", "faces_rand") for a in small.argv]
+    m = by["faces_match_rand_proj_tune_d32"]
+    assert m.argv[m.argv.index("--backbone") + 1] == "random" and m.deps == [tuned.name]
+    assert m.label == "random-init resnet18 + projector 32-D (trunk fine-tuned), no MoCo"
+    reg = by["faces_regress_rand_tune_d32_hc"]
+    assert reg.argv[reg.argv.index("--backbone") + 1] == tuned.out and reg.deps == [tuned.name]
+
+    from equinv.experiments.claims import preset_claims
+
+    nums = {"faces_match_dve.diff": 3.0, "faces_match_small_proj_dve_d32.diff": 4.0,
+            "faces_match_rand_proj_dve_d32.diff": 5.0, "faces_match_small_proj_tune_d32.diff": 3.5,
+            "faces_match_rand_proj_tune_d32.diff": 2.5}
+    claims = {c.text: (c.verdict, c.detail) for c in preset_claims(nums, cfg) if c.text.startswith(("no MoCo",
+                                                                                                   "small's MoCo"))}
+    assert not [t for t in claims if "contrastive hypercolumn" in t]
+    assert claims["no MoCo: projected features (32-D, trunk fine-tuned) beat DVE on different-identity matching"] == (
+        "holds", "rand projected (tune) 2.50 vs DVE 3.00")
+    helps = {t: v for t, v in claims.items() if t.startswith("small's MoCo")}
+    assert "small's MoCo pretraining pays: its projection (32-D, DVE loss) matches across identities better than " \
+           "rand's (no MoCo)" in helps
+    assert sorted(helps.values()) == [("does not hold", "small (tune) 3.50 vs rand (tune) 2.50"),
+                                      ("holds", "small (dve) 4.00 vs rand (dve) 5.00")]
+    # its rows: the paper's projector on the frozen random network is the paper's random + proj row; the tuned
+    # trunk's hypercolumn has no paper row
+    _fake_match(by["faces_match_rand_proj_d32"], 1.5, 6.5)
+    _fake_regression(reg, {"test": 2.0, "val": 2.1})
+    page = write_results(cfg, steps, tmp_path / "results.md").read_text()
+    assert "| random-init resnet18 + projector 32-D, no MoCo | 1.50 | 6.50 |" in page
+    assert "| random-init resnet18 hypercolumn, no MoCo, trunk after the projector 32-D (trunk fine-tuned) | 2.10 | " \
+           "2.00 | 7 | [`faces_regress_rand_tune_d32_hc`](#cmd-faces_regress_rand_tune_d32_hc) | – | – | – |" in page
+    from equinv.errors import InputError
+    from equinv.experiments import paper
+
+    assert paper.matching_key("random_proj_d256", "resnet18", dim=256) == "random_r50_proj256"
+    base["baseline_for"] = ["smal"]
+    with pytest.raises(InputError, match=r"names \['smal'\], not MoCo presets of this config \(small\)"):
+        build_plan(cfg, str(tmp_path / "run"))
+    base["baseline_for"], cfg["presets"][0]["baseline_for"] = ["small"], ["rand"]
+    with pytest.raises(InputError, match="preset small: \"baseline_for\" is for a preset without pretraining"):
+        build_plan(cfg, str(tmp_path / "run"))
+    assert paper.matching_key("random_proj_dve_d256", "resnet18", dim=256) is None
+
 def test_paper_numbers_match_paper_text():
     if not PAPER_TXT.is_file():
         pytest.skip(f"{PAPER_TXT} not found")

@@ -76,6 +76,12 @@ MATCHING: dict[str, PaperRow] = {
     "dve_smallnet": PaperRow("DVE SmallNet", {"same": 1.28, "diff": 2.77}, "Table 9", 417),
     "random_r50": PaperRow("Random ResNet50, hypercolumn", {"same": 1.07, "diff": 10.03}, "Table 9", 409,
                            note="ResNet50 only: no random ResNet18 row"),
+    "random_r50_proj256": PaperRow("Random ResNet50 + proj 256", {"same": 3.68, "diff": 7.04}, "Table 9", 410,
+                                   note="ResNet50 only: no random ResNet18 row"),
+    "random_r50_proj128": PaperRow("Random ResNet50 + proj 128", {"same": 3.70, "diff": 7.03}, "Table 9", 411,
+                                   note="ResNet50 only: no random ResNet18 row"),
+    "random_r50_proj64": PaperRow("Random ResNet50 + proj 64", {"same": 3.71, "diff": 7.10}, "Table 9", 412,
+                                  note="ResNet50 only: no random ResNet18 row"),
     "r50_hc": PaperRow("Ours ResNet50, hypercolumn", {"same": 0.73, "diff": 6.16}, "Table 1", 126),
     "r50_proj256": PaperRow("Ours ResNet50 + proj 256", {"same": 0.71, "diff": 2.06}, "Table 1", 127),
     "r50_proj128": PaperRow("Ours ResNet50 + proj 128", {"same": 0.82, "diff": 2.19}, "Table 1", 128),
@@ -156,6 +162,8 @@ def matching_key(method: str, arch: str, dve_arch: str = "smallnet", dim: int | 
         return "random_r50"
     if method == "dve":
         return f"dve_{dve_arch}"
+    if method == f"random_proj_d{dim}" and dim in (64, 128, 256):  # the paper's projector on the frozen random net
+        return f"random_r50_proj{dim}"
     if method.startswith("proj") and dim in (64, 128, 256):
         return f"{r}_proj{dim}"
     return None

@@ -14,7 +14,8 @@ Layout under the run root ``OUT`` (``runs/repro`` by default)::
     faces_NAME/{pretrain,project_dD,project_V_dD}, faces/regress/NAME_hc, faces68/regress/NAME_hc,
     faces/match/{NAME_hc,NAME_proj_dD,NAME_proj_V_dD}                    presets (config ``presets``;
     faces/regress/NAME_V_dD_hc                                            V: a projector variant; its trunk's
-                                                                          hypercolumn when it trains one)
+                                                                          hypercolumn when it trains one;
+                                                                          "pretrain": null: no MoCo, no NAME_hc)
     feature_cache/                                                       frozen features, shared
 """
 
@@ -24,6 +25,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from equinv.errors import InputError
 from equinv.experiments import estimate as est
 
 #: The file whose presence means an interrupted training step can continue with ``--resume``.
@@ -115,8 +117,10 @@ class _Builder:
                              f"DVE {c['arch']}", resume, c.get("max_minutes"), pre if same else None, estimate,
                              {"arch": c["arch"]}))
 
-    def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None) -> Step:
-        """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone; a ``variant``
+    def project(self, prefix: str, p: dict, dim: int, label: str = "", variant: dict | None = None,
+                backbone: str | None = None) -> Step:
+        """The equivariant projector of ``dim`` channels on ``PREFIX/pretrain``'s backbone (``backbone``:
+        another one, e.g. ``"random"``, with no pretraining step to wait for); a ``variant``
         (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``,
         ``"epochs"``: its own, ``"max_images"``: its own training-image cap (``null``: every image),
         ``"init"``: the name of the variant it starts from, ``""`` for the plain projector;
@@ -129,13 +133,14 @@ class _Builder:
         out = self.d(prefix, f"project_{tag}")
         cap = v["max_images"] if "max_images" in v else p.get("max_images")
         lim = ["--max-images", str(cap)] if cap else []
-        deps = [f"{prefix}_pretrain"]
+        deps = [] if backbone else [f"{prefix}_pretrain"]
         if "init" in v:
             start = f"project_{v['init']}_d{dim}" if v["init"] else f"project_d{dim}"
             extra += ["--init", self.d(prefix, start)]
             deps.append(f"{prefix}_{start}")
         epochs = v.get("epochs", p["epochs"])
-        argv = ["project", "--backbone", self.d(prefix, "pretrain"), "--arch", self.arch, "--dim", str(dim),
+        argv = ["project", "--backbone", backbone or self.d(prefix, "pretrain"), "--arch", self.arch, "--dim",
+                str(dim),
                 "--data", d["face_pretrain"], "--val", d["match_val"], "--val-pairs", str(p["val_pairs"]),
                 "--epochs", str(epochs), *lim, "--out", out, *self.dev, "--quiet", *extra]
         n = min(self.counts["face_pretrain"], cap or 10**9)
@@ -317,38 +322,62 @@ class _Builder:
     def presets(self) -> None:
         """Each preset of the config (``presets``): its own MoCo run on the face data (``faces_NAME/``), scored
         with the paper recipe's commands: 5-point and 300-W regression, matching of the hypercolumn and of the
-        projection. The paper's tables keep the paper recipe; a preset adds rows beside it."""
+        projection. The paper's tables keep the paper recipe; a preset adds rows beside it.
+
+        A preset with ``"pretrain": null`` has no MoCo step: its projectors start from the seeded random network
+        (a baseline of what the projector's own training does without contrastive pretraining); the random
+        network's hypercolumn rows already exist, so only its projections (and tuned trunks) are scored."""
         d = self.data
+        _check_baselines(self.cfg.get("presets", []))
         for p in self.cfg.get("presets", []):
             name, label = p["name"], p["label"]
             prefix = f"faces_{name}"
-            pre = self.pretrain(prefix, [d["face_pretrain"]], p["pretrain"], self.counts["face_pretrain"],
-                                f"preset {name}", label)
-            P, deps = pre.out, [pre.name]
             meta = {"method": "hc", "preset": name}
-            hc = f"ours, {self.arch} hypercolumn, {label}"
-            self.regress(f"{name}_hc", "face5", P, deps, self.cfg["faces"]["regress"], "Table 2/5/10 (preset)", hc,
-                         meta=meta)
-            if "faces68" in self.cfg:
-                self.regress(f"{name}_hc", "face68", P, deps, self.cfg["faces68"]["regress"], "300-W (preset)", hc,
-                             meta=meta)
-            self.match(f"{name}_hc", P, [], deps, hc, meta)
+            if p.get("pretrain") is None:
+                P, deps, base, who, kind = "random", [], "random", f"random-init {self.arch}", "random_"
+                hc = f"{who} hypercolumn, {label}"
+            else:
+                pre = self.pretrain(prefix, [d["face_pretrain"]], p["pretrain"], self.counts["face_pretrain"],
+                                    f"preset {name}", label)
+                P, deps, base, who, kind = pre.out, [pre.name], None, "ours", ""
+                hc = f"ours, {self.arch} hypercolumn, {label}"
+                self.regress(f"{name}_hc", "face5", P, deps, self.cfg["faces"]["regress"], "Table 2/5/10 (preset)",
+                             hc, meta=meta)
+                if "faces68" in self.cfg:
+                    self.regress(f"{name}_hc", "face68", P, deps, self.cfg["faces68"]["regress"], "300-W (preset)",
+                                 hc, meta=meta)
+                self.match(f"{name}_hc", P, [], deps, hc, meta)
             for dim in p.get("project", {}).get("dims", []):
-                proj = self.project(prefix, p["project"], dim, label)
+                proj = self.project(prefix, p["project"], dim, label, backbone=base)
                 self.match(f"{name}_proj_d{dim}", P, ["--source", "projected", "--projector", proj.out],
-                           [*deps, proj.name], f"ours + projector {dim}-D, {label}",
-                           {"method": f"proj_d{dim}", "dim": dim, "preset": name})
+                           [*deps, proj.name], f"{who} + projector {dim}-D, {label}",
+                           {"method": f"{kind}proj_d{dim}", "dim": dim, "preset": name})
                 for v in p["project"].get("variants", []):
-                    proj = self.project(prefix, p["project"], dim, label, v)
+                    proj = self.project(prefix, p["project"], dim, label, v, backbone=base)
                     self.match(f"{name}_proj_{v['name']}_d{dim}", P, ["--source", "projected", "--projector",
                                                                        proj.out], [*deps, proj.name],
-                               f"ours + projector {dim}-D ({v['label']}), {label}",
-                               {"method": f"proj_{v['name']}_d{dim}", "dim": dim, "preset": name})
+                               f"{who} + projector {dim}-D ({v['label']}), {label}",
+                               {"method": f"{kind}proj_{v['name']}_d{dim}", "dim": dim, "preset": name})
                     if v.get("regress"):  # a variant that trains the trunk: its hypercolumn as a backbone
                         self.regress(f"{name}_{v['name']}_d{dim}_hc", "face5", proj.out, [*deps, proj.name],
                                      self.cfg["faces"]["regress"], "Table 2/5/10 (preset)",
                                      f"{hc}, trunk after the projector {dim}-D ({v['label']})",
-                                     meta={"method": "hc", "preset": name, "variant": v["name"]})
+                                     meta={"method": f"{kind}tuned_hc" if kind else "hc", "preset": name,
+                                           "variant": v["name"]})
+
+
+def _check_baselines(presets: list[dict]) -> None:
+    """A ``"baseline_for"`` list belongs to a preset without pretraining and names MoCo presets of the config."""
+    moco = {p["name"] for p in presets if p.get("pretrain") is not None}
+    for p in presets:
+        names = p.get("baseline_for", [])
+        if names and p.get("pretrain") is not None:
+            raise InputError(f"preset {p['name']}: \"baseline_for\" is for a preset without pretraining "
+                             "(\"pretrain\": null)")
+        unknown = [n for n in names if n not in moco]
+        if unknown:
+            raise InputError(f"preset {p['name']}: \"baseline_for\" names {unknown}, not MoCo presets of this "
+                             f"config ({', '.join(sorted(moco)) or 'none'})")
 
 
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
