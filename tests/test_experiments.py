@@ -418,7 +418,7 @@ def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_
         "holds", "rand projected (tune) 2.50 vs DVE 3.00")
     helps = {t: v for t, v in claims.items() if t.startswith("small's MoCo")}
     assert "small's MoCo pretraining pays: its projection (32-D, DVE loss) matches across identities better than " \
-           "rand's (no MoCo)" in helps
+           "rand's (DVE loss; no MoCo)" in helps
     assert sorted(helps.values()) == [("does not hold", "small (tune) 3.50 vs rand (tune) 2.50"),
                                       ("holds", "small (dve) 4.00 vs rand (dve) 5.00")]
     # its rows: the paper's projector on the frozen random network is the paper's random + proj row; the tuned
@@ -435,6 +435,14 @@ def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_
     assert paper.matching_key("random_proj_d256", "resnet18", dim=256) == "random_r50_proj256"
     base["baseline_for"] = ["smal"]
     with pytest.raises(InputError, match=r"names \['smal'\], not MoCo presets of this config \(small\)"):
+        build_plan(cfg, str(tmp_path / "run"))
+    # explicit pairs: another variant of the MoCo preset against one of the baseline's
+    base["baseline_for"] = [{"preset": "small", "pairs": {"dve": "tune"}}]
+    claims = [(c.text, c.detail) for c in preset_claims(nums, cfg) if c.text.startswith("small's MoCo")]
+    assert claims == [("small's MoCo pretraining pays: its projection (32-D, DVE loss) matches across identities "
+                       "better than rand's (trunk fine-tuned; no MoCo)", "small (dve) 4.00 vs rand (tune) 2.50")]
+    base["baseline_for"] = [{"preset": "small", "pairs": {"dve": "tuned"}}]
+    with pytest.raises(InputError, match="pairs small's variant 'dve' with 'tuned'; small has"):
         build_plan(cfg, str(tmp_path / "run"))
     base["baseline_for"], cfg["presets"][0]["baseline_for"] = ["small"], ["rand"]
     with pytest.raises(InputError, match="preset small: \"baseline_for\" is for a preset without pretraining"):

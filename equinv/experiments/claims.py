@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from equinv.experiments.collect import Numbers
+from equinv.experiments.plan import baseline_pairs
 
 HOLDS, FAILS, MISSING = "holds", "does not hold", "not run"
 
@@ -207,24 +208,26 @@ def preset_claims(nums: Numbers, cfg: dict) -> list[Claim]:
                                      "ResNet18 2.57 vs DVE SmallNet 3.42 on MAFL (Table 10, l.457, 472)",
                                      [Cmp(f"{R}{n}_{v['name']}_d{big}_hc.test", f"{R}dve.test",
                                           name_a=f"{n} tuned trunk ({v['name']})", name_b="DVE")]))
-        out += _baseline_claims(nums, p, dims)
+        out += _baseline_claims(nums, cfg, p, dims)
     return out
 
 
-def _baseline_claims(nums: Numbers, p: dict, dims: list[int]) -> list[Claim]:
-    """A no-pretraining preset's ``"baseline_for"`` presets: does their MoCo run improve on the projector chain
-    started from the random network? Variants are paired by name; each preset sets its own epochs and rates."""
+def _baseline_claims(nums: Numbers, cfg: dict, p: dict, dims: list[int]) -> list[Claim]:
+    """A no-pretraining preset's ``"baseline_for"`` comparisons (:func:`~equinv.experiments.plan.baseline_pairs`):
+    does a MoCo preset's chain match better than the one started from the random network? Each preset sets its
+    own epochs and rates."""
     if not dims or p.get("pretrain") is not None:
         return []
     M, big, n = "faces_match_", max(dims), p["name"]
+    label = {(q["name"], v["name"]): v["label"] for q in cfg.get("presets", [])
+             for v in q.get("project", {}).get("variants", [])}
     out = []
-    for other in p.get("baseline_for", []):
-        for v in p["project"].get("variants", []):
-            out.append(claim(nums, f"{other}'s MoCo pretraining pays: its projection ({big}-D, {v['label']}) "
-                             f"matches across identities better than {n}'s ({p['label']})",
-                             "ResNet50 + proj 256-D: contrastive 2.06 vs random 7.04 (Table 9, l.410, 421)",
-                             [Cmp(f"{M}{other}_proj_{v['name']}_d{big}.diff", f"{M}{n}_proj_{v['name']}_d{big}.diff",
-                                  name_a=f"{other} ({v['name']})", name_b=f"{n} ({v['name']})")]))
+    for other, theirs, ours in baseline_pairs(p):
+        out.append(claim(nums, f"{other}'s MoCo pretraining pays: its projection ({big}-D, {label[other, theirs]}) "
+                         f"matches across identities better than {n}'s ({label[n, ours]}; {p['label']})",
+                         "ResNet50 + proj 256-D: contrastive 2.06 vs random 7.04 (Table 9, l.410, 421)",
+                         [Cmp(f"{M}{other}_proj_{theirs}_d{big}.diff", f"{M}{n}_proj_{ours}_d{big}.diff",
+                              name_a=f"{other} ({theirs})", name_b=f"{n} ({ours})")]))
     return out
 
 

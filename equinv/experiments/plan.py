@@ -366,18 +366,41 @@ class _Builder:
                                            "variant": v["name"]})
 
 
+def _variant_names(p: dict) -> list[str]:
+    return [v["name"] for v in p.get("project", {}).get("variants", [])]
+
+
+def baseline_pairs(p: dict) -> list[tuple[str, str, str]]:
+    """``(MoCo preset, its variant, this preset's variant)`` for each comparison a no-pretraining preset's
+    ``"baseline_for"`` asks for: a preset name pairs variants by name; ``{"preset": NAME, "pairs": {THEIRS:
+    OURS}}`` pairs them explicitly (e.g. two chains with different epochs at the same wall-clock)."""
+    out = []
+    for item in p.get("baseline_for", []):
+        if isinstance(item, str):
+            out += [(item, v, v) for v in _variant_names(p)]
+        else:
+            out += [(item["preset"], theirs, ours) for theirs, ours in item.get("pairs", {}).items()]
+    return out
+
+
 def _check_baselines(presets: list[dict]) -> None:
-    """A ``"baseline_for"`` list belongs to a preset without pretraining and names MoCo presets of the config."""
-    moco = {p["name"] for p in presets if p.get("pretrain") is not None}
+    """A ``"baseline_for"`` list belongs to a preset without pretraining and names MoCo presets of the config
+    and variants both presets have."""
+    moco = {p["name"]: p for p in presets if p.get("pretrain") is not None}
     for p in presets:
-        names = p.get("baseline_for", [])
-        if names and p.get("pretrain") is not None:
+        pairs = baseline_pairs(p)
+        if p.get("baseline_for") and p.get("pretrain") is not None:
             raise InputError(f"preset {p['name']}: \"baseline_for\" is for a preset without pretraining "
                              "(\"pretrain\": null)")
-        unknown = [n for n in names if n not in moco]
+        unknown = sorted({o for o, _, _ in pairs if o not in moco})
         if unknown:
             raise InputError(f"preset {p['name']}: \"baseline_for\" names {unknown}, not MoCo presets of this "
                              f"config ({', '.join(sorted(moco)) or 'none'})")
+        for other, theirs, ours in pairs:
+            if theirs not in _variant_names(moco[other]) or ours not in _variant_names(p):
+                raise InputError(f"preset {p['name']}: \"baseline_for\" pairs {other}'s variant {theirs!r} with "
+                                 f"{ours!r}; {other} has {_variant_names(moco[other])}, {p['name']} has "
+                                 f"{_variant_names(p)}")
 
 
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:
