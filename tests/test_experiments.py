@@ -376,7 +376,6 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert [(c.verdict, c.detail) for c in tuned] == [("holds", "small tuned trunk (tune) 2.00 vs DVE 2.50")]
 
 
-
 def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_path):
     cfg = _with_preset(load_config("smoke"))
     tune = {"name": "tune", "label": "trunk fine-tuned", "init": "dve", "epochs": 7, "regress": True,
@@ -433,6 +432,7 @@ def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_
     from equinv.experiments import paper
 
     assert paper.matching_key("random_proj_d256", "resnet18", dim=256) == "random_r50_proj256"
+    assert paper.matching_key("random_proj_dve_d256", "resnet18", dim=256) is None
     base["baseline_for"] = ["smal"]
     with pytest.raises(InputError, match=r"names \['smal'\], not MoCo presets of this config \(small\)"):
         build_plan(cfg, str(tmp_path / "run"))
@@ -447,7 +447,7 @@ def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_
     base["baseline_for"], cfg["presets"][0]["baseline_for"] = ["small"], ["rand"]
     with pytest.raises(InputError, match="preset small: \"baseline_for\" is for a preset without pretraining"):
         build_plan(cfg, str(tmp_path / "run"))
-    assert paper.matching_key("random_proj_dve_d256", "resnet18", dim=256) is None
+
 
 def test_paper_numbers_match_paper_text():
     if not PAPER_TXT.is_file():

@@ -216,7 +216,7 @@ def _baseline_claims(nums: Numbers, cfg: dict, p: dict, dims: list[int]) -> list
     """A no-pretraining preset's ``"baseline_for"`` comparisons (:func:`~equinv.experiments.plan.baseline_pairs`):
     does a MoCo preset's chain match better than the one started from the random network? Each preset sets its
     own epochs and rates."""
-    if not dims or p.get("pretrain") is not None:
+    if not dims:
         return []
     M, big, n = "faces_match_", max(dims), p["name"]
     label = {(q["name"], v["name"]): v["label"] for q in cfg.get("presets", [])
