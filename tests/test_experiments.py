@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from equinv.errors import InputError
 from equinv.experiments import markers as M
 from equinv.experiments import paper as P
 from equinv.experiments.__main__ import main
@@ -326,7 +327,7 @@ def test_preset_steps_reuse_the_paper_commands_beside_the_paper_rows(tmp_path):
     assert claims[P_ + "the contrastive hypercolumn beats DVE trained for the paper recipe's wall-clock on 5-point "
                   "faces (test)"].startswith("does not hold (small 4.00 vs DVE 3.50)")
     assert claims[P_ + "the contrastive hypercolumn beats random init on 300-W (test)"].startswith("holds")
-    assert claims[P_ + "the hypercolumn beats random init on different-identity matching"].startswith(
+    assert claims[P_ + "the contrastive hypercolumn beats random init on different-identity matching"].startswith(
         "does not hold (small 7.00 vs random 6.00)")
     assert claims[P_ + "projected features (32-D) beat DVE on different-identity matching"].startswith(
         "holds (small projected 2.50 vs DVE 3.00)")
@@ -368,12 +369,53 @@ def test_projector_variant_starts_from_another_with_its_own_epochs(tmp_path):
     assert reg.argv[reg.argv.index("--backbone") + 1] == step.out and reg.deps == ["faces_small_pretrain", step.name]
     assert reg.argv[reg.argv.index("--train") + 1] == by["faces_regress_small_hc"].argv[
         by["faces_regress_small_hc"].argv.index("--train") + 1]
-    # its claim: the tuned trunk's hypercolumn against same-wall-clock DVE on 5-point faces
+    # its claims: the tuned trunk's hypercolumn against random init and same-wall-clock DVE on 5-point faces
     from equinv.experiments.claims import preset_claims
 
     tuned = [c for c in preset_claims({f"{reg.name}.test": 2.0, "faces_regress_dve.test": 2.5}, cfg)
              if "hypercolumn of the trunk" in c.text]
-    assert [(c.verdict, c.detail) for c in tuned] == [("holds", "small tuned trunk (tune) 2.00 vs DVE 2.50")]
+    assert [(c.verdict, c.detail) for c in tuned] == [("not run", "missing `faces_regress_random.test`"),
+                                                      ("holds", "small tuned trunk (tune) 2.00 vs DVE 2.50")]
+
+
+def test_tuned_trunk_is_scored_on_the_benchmarks_its_variant_names(tmp_path):
+    cfg = _with_preset(load_config("smoke"))
+    tune = {"name": "tune", "label": "trunk fine-tuned", "init": "dve", "regress": ["face5", "face68"],
+            "match_hc": True, "extra": ["--trunk-lr", "1e-4"]}
+    cfg["presets"].append({"name": "rand", "label": "no MoCo", "pretrain": None,
+                           "project": dict(cfg["presets"][0]["project"], variants=[
+                               cfg["presets"][0]["project"]["variants"][0], tune])})
+    by = {s.name: s for s in build_plan(cfg, str(tmp_path / "run"))}
+    tuned = by["faces_rand_project_tune_d32"]
+    five, w300, m = (by[f"{e}_rand_tune_d32_hc"] for e in ("faces_regress", "faces68_regress", "faces_match"))
+    for s in (five, w300, m):  # the tuned trunk is each one's backbone, scored by the paper recipe's commands
+        assert s.argv[s.argv.index("--backbone") + 1] == tuned.out and s.deps == [tuned.name]
+        assert s.label == "random-init resnet18 hypercolumn, no MoCo, trunk after the projector 32-D (trunk " \
+                          "fine-tuned)"
+    for s, ref in ((w300, "faces68_regress_random"), (m, "faces_match_random")):
+        assert s.argv == [tuned.out if a == "random" else a.replace(ref.split("_", 2)[-1], "rand_tune_d32_hc")
+                          for a in by[ref].argv]
+    from equinv.experiments.claims import preset_claims
+
+    nums = {f"{five.name}.test": 3.0, "faces_regress_random.test": 4.0, "faces_regress_dve.test": 2.0,
+            f"{w300.name}.test": 6.0, "faces68_regress_random.test": 7.0, f"{m.name}.diff": 5.0,
+            "faces_match_random.diff": 4.0}
+    got = [(c.text.split("the hypercolumn of the trunk fine-tuned with the projector (32-D, trunk fine-tuned) ")[1],
+            c.verdict, c.detail) for c in preset_claims(nums, cfg) if "(32-D, trunk fine-tuned) beats" in c.text]
+    who = "rand tuned trunk (tune)"
+    assert got == [("beats a random-init network on 5-point faces (test)", "holds", f"{who} 3.00 vs random 4.00"),
+                   ("beats DVE trained for the paper recipe's wall-clock on 5-point faces (test)", "does not hold",
+                    f"{who} 3.00 vs DVE 2.00"),
+                   ("beats random init on 300-W (test)", "holds", f"{who} 6.00 vs random 7.00"),
+                   ("beats random init on different-identity matching", "does not hold", f"{who} 5.00 vs random 4.00")]
+    # "regress": true is 5-point faces only; an unknown benchmark is refused when the plan is built
+    tune.update(regress=True, match_hc=False)
+    names = {s.name for s in build_plan(cfg, str(tmp_path / "run"))}
+    assert five.name in names and w300.name not in names and m.name not in names
+    tune["regress"] = ["face5", "birds"]
+    with pytest.raises(InputError, match=r"preset rand, variant tune: \"regress\" must be true, false or a list of "
+                       r"\['face5', 'face68'\] .*got \['birds'\]"):
+        build_plan(cfg, str(tmp_path / "run"))
 
 
 def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_path):
@@ -428,7 +470,6 @@ def test_preset_without_pretraining_trains_projectors_on_the_random_network(tmp_
     assert "| random-init resnet18 + projector 32-D, no MoCo | 1.50 | 6.50 |" in page
     assert "| random-init resnet18 hypercolumn, no MoCo, trunk after the projector 32-D (trunk fine-tuned) | 2.10 | " \
            "2.00 | 7 | [`faces_regress_rand_tune_d32_hc`](#cmd-faces_regress_rand_tune_d32_hc) | – | – | – |" in page
-    from equinv.errors import InputError
     from equinv.experiments import paper
 
     assert paper.matching_key("random_proj_d256", "resnet18", dim=256) == "random_r50_proj256"

@@ -98,7 +98,9 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=None, help="default 10")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default 32")
     p.add_argument("--max-images", type=positive_int, default=None, help="train on a seeded subset of this many images")
-    p.add_argument("--seed", type=nonneg_int, default=None, help="default 0")
+    p.add_argument("--seed", type=nonneg_int, default=None,
+                   help="seed of the projector's init, image subset and batches (default 0); --backbone random is "
+                   "always the one random network every reader builds")
     p.add_argument("--trunk-lr", type=nonneg_float, default=None,
                    help="train the ResNet trunk with the projector at this Adam lr, on the same cosine schedule, "
                    "batch-norm statistics frozen (equinv's option; default 0: the trunk stays frozen, as in the paper "

@@ -124,7 +124,9 @@ class _Builder:
         (``{"name", "label", "extra"}``, optionally ``"rate"``: the key of its training rate in ``rates``,
         ``"epochs"``: its own, ``"max_images"``: its own training-image cap (``null``: every image),
         ``"init"``: the name of the variant it starts from, ``""`` for the plain projector;
-        ``"regress": true`` in a preset also regresses the hypercolumn of the trunk it trains)
+        ``"regress"``: also regress the hypercolumn of the trunk it trains, on 5-point faces (``true``) or on
+        the benchmarks it lists (``["face5", "face68"]``); ``"match_hc": true``: also match with that
+        hypercolumn)
         adds its flags and writes ``project_NAME_dD``."""
         d = self.data
         v = variant or {}
@@ -329,6 +331,7 @@ class _Builder:
         network's hypercolumn rows already exist, so only its projections (and tuned trunks) are scored."""
         d = self.data
         _check_baselines(self.cfg.get("presets", []))
+        _check_trunk_benchmarks(self.cfg)
         for p in self.cfg.get("presets", []):
             name, label = p["name"], p["label"]
             prefix = f"faces_{name}"
@@ -358,12 +361,28 @@ class _Builder:
                                                                        proj.out], [*deps, proj.name],
                                f"{who} + projector {dim}-D ({v['label']}), {label}",
                                {"method": f"{kind}proj_{v['name']}_d{dim}", "dim": dim, "preset": name})
-                    if v.get("regress"):  # a variant that trains the trunk: its hypercolumn as a backbone
-                        self.regress(f"{name}_{v['name']}_d{dim}_hc", "face5", proj.out, [*deps, proj.name],
-                                     self.cfg["faces"]["regress"], "Table 2/5/10 (preset)",
-                                     f"{hc}, trunk after the projector {dim}-D ({v['label']})",
-                                     meta={"method": f"{kind}tuned_hc" if kind else "hc", "preset": name,
-                                           "variant": v["name"]})
+                    # a variant that trains the trunk: its hypercolumn as a backbone
+                    tuned = f"{name}_{v['name']}_d{dim}_hc"
+                    tlabel = f"{hc}, trunk after the projector {dim}-D ({v['label']})"
+                    tmeta = {"method": f"{kind}tuned_hc" if kind else "hc", "preset": name, "variant": v["name"]}
+                    for bench in trunk_benchmarks(v):
+                        exp = "faces" if bench == "face5" else "faces68"
+                        self.regress(tuned, bench, proj.out, [*deps, proj.name], self.cfg[exp]["regress"],
+                                     "Table 2/5/10 (preset)" if bench == "face5" else "300-W (preset)", tlabel,
+                                     meta=tmeta)
+                    if v.get("match_hc"):
+                        self.match(tuned, proj.out, [], [*deps, proj.name], tlabel, tmeta)
+
+
+#: The benchmarks a variant's ``"regress"`` may name (``true``: 5-point faces only).
+TRUNK_BENCHMARKS = ("face5", "face68")
+
+
+def trunk_benchmarks(v: dict) -> list[str]:
+    """The benchmarks on which a projector variant's fine-tuned trunk is regressed: ``"regress": true`` is
+    5-point faces, a list names them (:data:`TRUNK_BENCHMARKS`); none without the key."""
+    r = v.get("regress")
+    return ["face5"] if r is True else list(r or [])
 
 
 def _variant_names(p: dict) -> list[str]:
@@ -401,6 +420,19 @@ def _check_baselines(presets: list[dict]) -> None:
                 raise InputError(f"preset {p['name']}: \"baseline_for\" pairs {other}'s variant {theirs!r} with "
                                  f"{ours!r}; {other} has {_variant_names(moco[other])}, {p['name']} has "
                                  f"{_variant_names(p)}")
+
+
+def _check_trunk_benchmarks(cfg: dict) -> None:
+    """A variant's ``"regress"`` is ``true``, ``false`` or a list of benchmarks the config has."""
+    have = {"face5", *(["face68"] if "faces68" in cfg else [])}
+    for p in cfg.get("presets", []):
+        for v in p.get("project", {}).get("variants", []):
+            r = v.get("regress")
+            bad = [b for b in r if b not in have] if isinstance(r, list) else (
+                None if r is None or isinstance(r, bool) else r)
+            if bad:
+                raise InputError(f"preset {p['name']}, variant {v['name']}: \"regress\" must be true, false or a "
+                                 f"list of {sorted(have)} (the benchmarks this config has); got {bad!r}")
 
 
 def build_plan(cfg: dict, out: str = "runs/repro") -> list[Step]:

@@ -253,7 +253,10 @@ def _val_indices(n: int, pairs: int, seed: int) -> list[int]:
 def build_model(cfg: ProjectConfig, device: torch.device) -> tuple[Hypercolumn, Projector]:
     """The frozen hypercolumn of the configured backbone (the shared feature description) and a fresh projector."""
     check_precision(cfg.precision, device)
-    spec = FeatureSpec(backbone=cfg.backbone or "random", arch=cfg.arch, layers=cfg.layer, seed=cfg.seed,
+    # ``random`` is the one random network every --backbone random reader builds (FeatureSpec's seed), whatever
+    # --seed (the projector's init, image subset and batches) says: otherwise --seed 1 trains a projector on a
+    # network that matching and regression never read
+    spec = FeatureSpec(backbone=cfg.backbone or "random", arch=cfg.arch, layers=cfg.layer,
                        precision=cfg.precision, channels_last=cfg.channels_last)
     hc = hypercolumn_of(spec, grid=cfg.size).to(device).eval()
     precision_lib.warn_if_emulated(cfg.precision, device)
@@ -410,7 +413,7 @@ class ProjectMethod(Method):
         if self.cfg.tunes_trunk and best.is_file():
             # the best epoch's trunk as a backbone file of its own: --backbone RUN reads its hypercolumn
             cfg = self.cfg
-            trunk = frozen_trunk(cfg.arch, _weights(cfg.backbone), cfg.seed)
+            trunk = frozen_trunk(cfg.arch, _weights(cfg.backbone), FeatureSpec().seed)
             load_backbone(trunk, load_tuned_trunk(best), strict=False)
             save_backbone(trunk, run / "backbone.safetensors")
         return {"run": run, "best": self.best, "history": self.history}, best

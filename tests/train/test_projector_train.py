@@ -214,3 +214,17 @@ def test_project_init_refuses_other_projector(tmp_path, capsys):
     args[args.index("--backbone") + 1] = str(tmp_path / "other.safetensors")
     assert main(args) == 2
     assert "trained on the frozen backbone 'random'" in capsys.readouterr().err
+
+
+def test_project_seed_never_changes_the_random_network():
+    """--seed seeds the projector, not ``--backbone random``: matching and regression read the one random
+    network (seed 0), so a projector trained with --seed 3 must have been trained on that one too."""
+    from equinv.models.hypercolumn import frozen_trunk
+    from equinv.train.projector import build_model
+
+    ref = frozen_trunk("resnet18", None, seed=0).state_dict()
+    hc3, proj3 = build_model(ProjectConfig(backbone="random", arch="resnet18", seed=3, dim=8), torch.device("cpu"))
+    _, proj0 = build_model(ProjectConfig(backbone="random", arch="resnet18", seed=0, dim=8), torch.device("cpu"))
+    got = hc3.extractor.state_dict()
+    assert all(torch.equal(got[k], ref[k]) for k in ref if k in got) and "layer4.1.conv2.weight" in got
+    assert not torch.equal(proj3.conv.conv.weight, proj0.conv.conv.weight)  # the projector's init does follow --seed
