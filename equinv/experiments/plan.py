@@ -43,6 +43,10 @@ PROJ_REGRESS = ["--proj-readout", "linear", *SCALED]
 LAYER_NUMBER = {"conv1": 1, "conv2": 2, "conv3": 3, "conv4": 4, "conv5": 5}
 #: Landmarks per benchmark (the regression cost scales with them).
 LANDMARKS = {"face5": 5, "face68": 68, "bird": 15}
+#: The experiment (config section, run-root folder, step-name prefix) of each benchmark.
+EXPERIMENT = {"face5": "faces", "face68": "faces68", "bird": "birds"}
+#: The table a preset's (or a tuned trunk's) regression row sits in, per benchmark a variant's ``"regress"`` may name.
+PRESET_TABLES = {"face5": "Table 2/5/10 (preset)", "face68": "300-W (preset)"}
 
 
 @dataclass
@@ -180,7 +184,7 @@ class _Builder:
         d = self.data
         val = d.get(f"{bench}_val")
         tests = [d[f"{bench}_test"]] + ([val] if val else [])
-        exp = {"face5": "faces", "face68": "faces68", "bird": "birds"}[bench]
+        exp = EXPERIMENT[bench]
         out = self.d(exp, "regress", name)
         argv = ["eval", "regress", "--backbone", backbone, "--arch", self.arch, "--train", d[f"{bench}_train"],
                 *(["--val", val] if val else []), *[a for t in tests for a in ("--test", t)],
@@ -344,11 +348,7 @@ class _Builder:
                                     f"preset {name}", label)
                 P, deps, base, who, kind = pre.out, [pre.name], None, "ours", ""
                 hc = f"ours, {self.arch} hypercolumn, {label}"
-                self.regress(f"{name}_hc", "face5", P, deps, self.cfg["faces"]["regress"], "Table 2/5/10 (preset)",
-                             hc, meta=meta)
-                if "faces68" in self.cfg:
-                    self.regress(f"{name}_hc", "face68", P, deps, self.cfg["faces68"]["regress"], "300-W (preset)",
-                                 hc, meta=meta)
+                self._preset_regressions(f"{name}_hc", list(PRESET_TABLES), P, deps, hc, meta)
                 self.match(f"{name}_hc", P, [], deps, hc, meta)
             for dim in p.get("project", {}).get("dims", []):
                 proj = self.project(prefix, p["project"], dim, label, backbone=base)
@@ -365,17 +365,22 @@ class _Builder:
                     tuned = f"{name}_{v['name']}_d{dim}_hc"
                     tlabel = f"{hc}, trunk after the projector {dim}-D ({v['label']})"
                     tmeta = {"method": f"{kind}tuned_hc" if kind else "hc", "preset": name, "variant": v["name"]}
-                    for bench in trunk_benchmarks(v):
-                        exp = "faces" if bench == "face5" else "faces68"
-                        self.regress(tuned, bench, proj.out, [*deps, proj.name], self.cfg[exp]["regress"],
-                                     "Table 2/5/10 (preset)" if bench == "face5" else "300-W (preset)", tlabel,
-                                     meta=tmeta)
+                    self._preset_regressions(tuned, trunk_benchmarks(v), proj.out, [*deps, proj.name], tlabel, tmeta)
                     if v.get("match_hc"):
                         self.match(tuned, proj.out, [], [*deps, proj.name], tlabel, tmeta)
 
+    def _preset_regressions(self, name: str, benches: list[str], backbone: str, deps: list[str], label: str,
+                            meta: dict) -> None:
+        """A preset's hypercolumn regressed with the paper recipe's settings on each of ``benches`` the config
+        has."""
+        for bench in benches:
+            if EXPERIMENT[bench] in self.cfg:
+                self.regress(name, bench, backbone, deps, self.cfg[EXPERIMENT[bench]]["regress"],
+                             PRESET_TABLES[bench], label, meta=meta)
+
 
 #: The benchmarks a variant's ``"regress"`` may name (``true``: 5-point faces only).
-TRUNK_BENCHMARKS = ("face5", "face68")
+TRUNK_BENCHMARKS = tuple(PRESET_TABLES)
 
 
 def trunk_benchmarks(v: dict) -> list[str]:
@@ -424,12 +429,13 @@ def _check_baselines(presets: list[dict]) -> None:
 
 def _check_trunk_benchmarks(cfg: dict) -> None:
     """A variant's ``"regress"`` is ``true``, ``false`` or a list of benchmarks the config has."""
-    have = {"face5", *(["face68"] if "faces68" in cfg else [])}
+    have = {b for b in TRUNK_BENCHMARKS if EXPERIMENT[b] in cfg}
     for p in cfg.get("presets", []):
         for v in p.get("project", {}).get("variants", []):
             r = v.get("regress")
-            bad = [b for b in r if b not in have] if isinstance(r, list) else (
-                None if r is None or isinstance(r, bool) else r)
+            if r is None or isinstance(r, bool):
+                continue
+            bad = [b for b in r if b not in have] if isinstance(r, list) else r
             if bad:
                 raise InputError(f"preset {p['name']}, variant {v['name']}: \"regress\" must be true, false or a "
                                  f"list of {sorted(have)} (the benchmarks this config has); got {bad!r}")
